@@ -1,0 +1,1 @@
+"""Azora Payments: take money through Stripe, with receipts, refunds and webhooks."""

@@ -1,0 +1,190 @@
+"""The ASGI edge: request ids, body limit, security headers, metrics, access log, last-resort 500.
+
+One pure ASGI middleware rather than a stack of BaseHTTPMiddleware layers: it sees every
+response, including the errors raised below it, and costs one function call per request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from azora_payments.errors import PROBLEM_JSON, AzoraError, InternalError, PayloadTooLarge
+from azora_payments.logs import log_fields, request_id_var
+from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+logger = logging.getLogger("azora_payments.access")
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+API_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+DOCS_CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, trusted_proxies: list[str]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        scope["state"]["client_ip"] = self.client_ip(scope)
+        status = 500
+        response_started = False
+
+        if _content_length(scope) > self.max_body_bytes:
+            await self._send_problem(send, PayloadTooLarge(), request_id)
+            self._observe(scope, 413, started)
+            request_id_var.reset(token)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        path: str = scope["path"]
+        extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
+        extra_headers.append(DOCS_CSP if path.startswith("/docs") else API_CSP)
+        if path.startswith("/api/"):
+            extra_headers.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                message["headers"] = headers + extra_headers
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _BodyTooLarge:
+            status = 413
+            if not response_started:
+                await self._send_problem(send, PayloadTooLarge(), request_id)
+        except Exception:
+            logger.exception("unhandled error")
+            status = 500
+            if not response_started:
+                await self._send_problem(send, InternalError(), request_id)
+        finally:
+            self._observe(scope, status, started)
+            request_id_var.reset(token)
+
+    def client_ip(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        peer: str | None = client[0] if client else None
+        if not peer or not self.trusted:
+            return peer
+        forwarded = _header(scope, b"x-forwarded-for")
+        if not forwarded or not self._is_trusted(peer):
+            return peer
+        # Walk right to left past our own proxies; the first address they did not add is the client.
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    async def _send_problem(self, send: Send, error: AzoraError, request_id: str) -> None:
+        body = json.dumps(error.problem(request_id)).encode()
+        headers = [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"connection", b"close"),
+            *API_HEADERS,
+            API_CSP,
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = _route_template(scope)
+        method = scope["method"]
+        HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        HTTP_LATENCY.labels(method, route).observe(elapsed)
+        logger.info(
+            "request",
+            extra=log_fields(
+                method=method, route=route, status=status, ms=round(elapsed * 1000, 2)
+            ),
+        )
+
+
+def _route_template(scope: Scope) -> str:
+    # Only matched route templates become labels: raw paths would let clients grow the metrics.
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def _request_id(scope: Scope) -> str:
+    incoming = _header(scope, b"x-request-id")
+    if incoming and REQUEST_ID_PATTERN.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0

@@ -1,0 +1,35 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from azora_payments.api.deps import ServicesDep
+from azora_payments.db.migrate import schema_is_current
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    try:
+        current = await schema_is_current(services.db.engine)
+        database = "ok" if current else "schema_not_current"
+    except Exception:
+        database = "unavailable"
+    redis = await services.redis_status()
+    ready = database == "ok"
+    body = {"status": "ok" if ready else "unavailable", "database": database, "redis": redis}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

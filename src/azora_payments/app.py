@@ -1,0 +1,70 @@
+"""create_app(): routers, middleware, error handlers, offline docs, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+
+from azora_payments.api import audit, ops
+from azora_payments.api.middleware import EdgeMiddleware
+from azora_payments.api.problems import install_problem_handlers
+from azora_payments.config import Settings
+from azora_payments.db.migrate import schema_is_current
+from azora_payments.services import Services
+
+DESCRIPTION = (
+    "Take money with Stripe: payments, saved cards, receipts, refunds, webhooks. "
+    "Errors are RFC 9457 problem+json."
+)
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the latest migration: run `azora-payments migrate`."""
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    owned = services is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = services or Services(settings)
+        if not await schema_is_current(svc.db.engine):
+            await svc.close()
+            raise SchemaNotCurrent("database schema is not current: run `azora-payments migrate`")
+        app.state.services = svc
+        try:
+            yield
+        finally:
+            if owned:
+                await svc.close()
+
+    app: FastAPI = FastAPIOffline(
+        title="Azora Payments",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    if services is not None:
+        app.state.services = services
+    install_problem_handlers(app)
+    for router in (ops.router, audit.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Idempotent-Replayed", "Retry-After"],
+        )
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    return app

@@ -1,0 +1,184 @@
+"""The one Settings class: every knob of the service, read from the environment and `.env`.
+
+Names and defaults are those of API.md's Operations table. Outside `dev`, secrets that are
+missing, short or obviously placeholders stop start-up with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_CURRENCIES = (
+    "usd,eur,gbp,cad,aud,chf,jpy,krw,inr,bhd,kwd,jod,omr,tnd,nzd,sgd,hkd,sek,nok,dkk,pln,czk,"
+    "huf,ron,bgn,mxn,brl,zar,aed,ils,thb,myr,php,idr,twd,vnd,clp,xof,xaf"
+)
+PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "example", "secret", "xxxx")
+
+Environment = Literal["dev", "test", "production"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it in one line."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Field(default="production", alias="AZORA_ENV")
+    log_level: str = "INFO"
+
+    database_url: str = "sqlite:///var/azora-payments.db"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+
+    stripe_secret_key: str | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_secret: CsvList = Field(default_factory=list)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: CsvList = Field(default_factory=list)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwt_jwks_cache_seconds: int = Field(default=300, ge=0)
+
+    currencies: CsvList = Field(default_factory=lambda: DEFAULT_CURRENCIES.split(","))
+
+    idempotency_key_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    idempotency_lock_seconds: int = Field(default=30, ge=1, le=3600)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    rate_limit_user: str = "120/minute"
+    rate_limit_ip: str = "600/minute"
+    rate_limit_receipt_email: str = "3/hour"
+
+    cors_origins: CsvList = Field(default_factory=list)
+    trusted_proxies: CsvList = Field(default_factory=list)
+
+    smtp_url: str | None = None
+    receipt_from_email: str = "receipts@azora.dev"
+    merchant_name: str = "Azora"
+    merchant_address: str = ""
+    receipt_storage: str = "var/receipts"
+    mail_outbox_dir: str | None = None
+
+    notify_url: str | None = None
+    notify_secret: str | None = None
+
+    worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    reconcile_after_seconds: int = Field(default=900, ge=1)
+
+    @field_validator(
+        "stripe_webhook_secret", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("currencies", mode="before")
+    @classmethod
+    def _currencies(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [str(code).lower() for code in value]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be postgresql://… or sqlite:///…")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        from azora_payments.domain.money import is_supported_currency_code
+
+        for code in self.currencies:
+            if not is_supported_currency_code(code):
+                raise ValueError(f"CURRENCIES: unknown currency {code!r}")
+        algorithms = self.jwt_algorithms or self.default_jwt_algorithms()
+        for alg in algorithms:
+            if alg not in ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"):
+                raise ValueError(f"JWT_ALGORITHMS: unsupported algorithm {alg!r}")
+        if any(a.startswith("HS") for a in algorithms) and any(
+            not a.startswith("HS") for a in algorithms
+        ):
+            # One key, one family: mixing would let a public key be used as an HMAC secret.
+            raise ValueError("JWT_ALGORITHMS: do not mix HMAC and public-key algorithms")
+        if self.environment == "dev":
+            return self
+        if not self.stripe_secret_key:
+            raise ValueError("STRIPE_SECRET_KEY: required outside dev")
+        if not self.stripe_secret_key.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+            raise ValueError("STRIPE_SECRET_KEY: must be a Stripe secret key (sk_… or rk_…)")
+        if not self.stripe_webhook_secret:
+            raise ValueError("STRIPE_WEBHOOK_SECRET: required outside dev")
+        for secret in self.stripe_webhook_secret:
+            if not secret.startswith("whsec_") or len(secret) < 16:
+                raise ValueError("STRIPE_WEBHOOK_SECRET: each secret must be a whsec_… value")
+        if not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError("JWT_SECRET: one of JWT_SECRET, JWT_PUBLIC_KEY, JWT_JWKS_URL required")
+        if self.jwt_secret is not None:
+            if len(self.jwt_secret.encode()) < 32:
+                raise ValueError("JWT_SECRET: must be at least 32 bytes")
+            if _looks_placeholder(self.jwt_secret):
+                raise ValueError("JWT_SECRET: looks like a placeholder; use a random value")
+        if self.notify_url and not self.notify_secret:
+            raise ValueError("NOTIFY_SECRET: required when NOTIFY_URL is set")
+        if self.notify_secret is not None and len(self.notify_secret.encode()) < 32:
+            raise ValueError("NOTIFY_SECRET: must be at least 32 bytes")
+        return self
+
+    def default_jwt_algorithms(self) -> list[str]:
+        return ["HS256"] if self.jwt_secret else ["RS256"]
+
+    @cached_property
+    def effective_jwt_algorithms(self) -> list[str]:
+        return self.jwt_algorithms or self.default_jwt_algorithms()
+
+    @property
+    def stripe_livemode(self) -> bool:
+        return bool(self.stripe_secret_key and "_live_" in self.stripe_secret_key)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgres", "postgresql"))
+
+
+def _looks_placeholder(secret: str) -> bool:
+    lowered = secret.lower()
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS) or len(set(secret)) < 8
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's report into one line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]).upper()
+        message = str(first["msg"]).removeprefix("Value error, ")
+        line = message if not loc else f"{loc}: {message}"
+        raise ConfigError(line) from None

@@ -1,0 +1,43 @@
+"""Queries on the append-only audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import AuditRecord
+
+
+def add(session: AsyncSession, record: AuditRecord) -> None:
+    session.add(record)
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    payment_id: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+) -> Sequence[AuditRecord]:
+    """Newest first. Ids grow with time, so the id alone orders and resumes the page."""
+    query = select(AuditRecord)
+    if payment_id is not None:
+        query = query.where(AuditRecord.payment_id == payment_id)
+    if actor is not None:
+        query = query.where(AuditRecord.actor == actor)
+    if action is not None:
+        query = query.where(AuditRecord.action == action)
+    if after is not None:
+        query = query.where(AuditRecord.id < after[1])
+    query = query.order_by(AuditRecord.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def for_payment(session: AsyncSession, payment_id: str) -> Sequence[AuditRecord]:
+    query = select(AuditRecord).where(AuditRecord.payment_id == payment_id).order_by(AuditRecord.id)
+    return (await session.scalars(query)).all()

@@ -1,0 +1,51 @@
+"""The audit log: one function records who did what, when and from where, in the caller's
+transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import AuditRecord
+from azora_payments.db.repositories import audit as audit_repo
+from azora_payments.db.types import utcnow
+
+STRIPE_ACTOR = "stripe"
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, and the request it came with (none for Stripe and jobs)."""
+
+    id: str
+    request_id: str | None = None
+    client_ip: str | None = None
+
+
+STRIPE = Actor(STRIPE_ACTOR)
+SYSTEM = Actor(SYSTEM_ACTOR)
+
+
+def record(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    action: str,
+    payment_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    audit_repo.add(
+        session,
+        AuditRecord(
+            at=utcnow(),
+            actor=actor.id,
+            action=action,
+            payment_id=payment_id,
+            details=details or {},
+            request_id=actor.request_id,
+            client_ip=actor.client_ip,
+        ),
+    )

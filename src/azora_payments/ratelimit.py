@@ -1,0 +1,42 @@
+"""Rate limits per user and per client address, counted in Redis when there is one.
+
+Counting is a guard, not a source of truth: when Redis fails, requests are let through and the
+failure is logged, rather than turning a cache outage into a payment outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+
+from azora_payments.errors import RateLimited
+
+logger = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str | None) -> None:
+        storage: Storage
+        if redis_url:
+            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+            storage = RedisStorage(uri, implementation="redispy")
+        else:
+            storage = MemoryStorage()
+        self._limiter = FixedWindowRateLimiter(storage)
+
+    async def check(self, limit: str | RateLimitItem, *key: str) -> None:
+        item = parse(limit) if isinstance(limit, str) else limit
+        try:
+            allowed = await self._limiter.hit(item, *key)
+            if allowed:
+                return
+            stats = await self._limiter.get_window_stats(item, *key)
+        except Exception:
+            logger.warning("rate-limit storage unavailable; request let through", exc_info=True)
+            return
+        raise RateLimited(math.ceil(stats.reset_time - time.time()))

@@ -1,0 +1,42 @@
+"""The long-lived parts of one process (database, Redis, token verifier, rate limiter), built
+once from the settings and shared by the API, the worker and the commands."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+
+from azora_payments.auth import TokenVerifier
+from azora_payments.config import Settings
+from azora_payments.db.session import Database
+from azora_payments.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.redis: aioredis.Redis | None = (
+            aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            if settings.redis_url
+            else None
+        )
+        self.verifier = TokenVerifier(settings)
+        self.limiter = RateLimiter(settings.redis_url)
+
+    async def redis_status(self) -> str:
+        if self.redis is None:
+            return "not_configured"
+        try:
+            await self.redis.ping()
+        except Exception:
+            return "unavailable"
+        return "ok"
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.db.dispose()

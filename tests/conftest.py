@@ -1,0 +1,253 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, Redis, tokens, the app, server processes.
+
+The database suites run on both engines. Where PostgreSQL or Redis does not answer, their tests
+are skipped with a reason the summary prints; with AZORA_REQUIRE_SERVICES=1 (set by .ci/run)
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import text
+
+from azora_payments.app import create_app
+from azora_payments.config import Settings, load_settings
+from azora_payments.db.migrate import upgrade
+from azora_payments.db.models import Base
+from azora_payments.services import Services
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("AZORA_REQUIRE_SERVICES") == "1"
+
+JWT_SECRET = "k3y-" + "9f8e7d6c5b4a39281706f5e4d3c2b1a0" * 2
+STRIPE_KEY = "sk_test_" + "azora" * 6
+WEBHOOK_SECRET = "whsec_" + "testsecret0123456789abcdef"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+PG_UP = _reachable("127.0.0.1", 5432)
+REDIS_UP = _reachable("127.0.0.1", 6379)
+
+
+def _require(up: bool, what: str) -> None:
+    if up:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (AZORA_REQUIRE_SERVICES=1) but does not answer")
+    pytest.skip(f"{what} not reachable: its suite was skipped")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    missing = [name for name, up in (("PostgreSQL", PG_UP), ("Redis", REDIS_UP)) if not up]
+    if missing:
+        terminalreporter.write_line(
+            f"NOTE: {', '.join(missing)} not reachable: the tests that need it were SKIPPED.",
+            yellow=True,
+        )
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+# ---------------------------------------------------------------- databases
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template_url() -> Iterator[str]:
+    """A migrated PostgreSQL database for this test worker, dropped at the end."""
+    _require(PG_UP, "PostgreSQL")
+    name = f"azora_test_{_worker()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    yield url
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+TABLES = ", ".join(table.name for table in reversed(Base.metadata.sorted_tables))
+
+
+async def _truncate(url: str) -> None:
+    from azora_payments.db.session import create_engine
+
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database: a copied SQLite file, or an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        path = tmp_path / "azora.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_template_url")
+    asyncio.run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    _require(REDIS_UP, "Redis")
+    return REDIS_URL
+
+
+# ---------------------------------------------------------------- settings, app, tokens
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "AZORA_ENV": "test",
+        "database_url": database_url,
+        "stripe_secret_key": STRIPE_KEY,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "jwt_secret": JWT_SECRET,
+        "stripe_api_base": "http://127.0.0.1:9",
+        "stripe_max_network_retries": 0,
+        "receipt_storage": "",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, receipt_storage=str(tmp_path / "receipts"))
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    svc = Services(settings)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, services=services)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+def make_token(
+    sub: str = "user_1",
+    *,
+    roles: list[str] | None = None,
+    email: str | None = "buyer@shop.example",
+    secret: str = JWT_SECRET,
+    algorithm: str = "HS256",
+    lifetime: int = 300,
+    **claims: Any,
+) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + lifetime, **claims}
+    if roles is not None:
+        payload["roles"] = roles
+    if email is not None:
+        payload["email"] = email
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def user_headers() -> dict[str, str]:
+    return bearer(make_token("user_1"))
+
+
+@pytest.fixture
+def other_headers() -> dict[str, str]:
+    return bearer(make_token("user_2", email="other@shop.example"))
+
+
+@pytest.fixture
+def operator_headers() -> dict[str, str]:
+    return bearer(make_token("ops_1", roles=["admin"], email="ops@azora.example"))
+
+
+# ---------------------------------------------------------------- server processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
+    env.update(
+        {
+            "AZORA_ENV": settings.environment,
+            "DATABASE_URL": settings.database_url,
+            "STRIPE_SECRET_KEY": settings.stripe_secret_key or "",
+            "STRIPE_WEBHOOK_SECRET": ",".join(settings.stripe_webhook_secret),
+            "STRIPE_API_BASE": settings.stripe_api_base,
+            "STRIPE_MAX_NETWORK_RETRIES": str(settings.stripe_max_network_retries),
+            "JWT_SECRET": settings.jwt_secret or "",
+            "RECEIPT_STORAGE": settings.receipt_storage,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, *, timeout: float = 20.0, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
