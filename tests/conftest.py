@@ -251,3 +251,65 @@ def wait_http(url: str, *, timeout: float = 20.0, proc: Any = None) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(url)
+
+
+# ---------------------------------------------------------------- the Stripe emulator
+
+
+@pytest.fixture(scope="session")
+def stripe_emulator() -> Iterator[str]:
+    """localstripe behind our emulator layer, on loopback, for this test worker."""
+    from azora_payments.devstack.emulator import EmulatorProcess
+
+    emulator = EmulatorProcess(webhook_delay=0.0)
+    emulator.start()
+    yield emulator.base_url
+    emulator.stop()
+
+
+@pytest.fixture
+def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> Settings:
+    return make_settings(
+        database_url,
+        receipt_storage=str(tmp_path / "receipts"),
+        stripe_api_base=stripe_emulator,
+        stripe_max_network_retries=1,
+    )
+
+
+@pytest.fixture
+async def stripe_services(stripe_settings: Settings) -> AsyncIterator[Services]:
+    svc = Services(stripe_settings)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def api(
+    stripe_settings: Settings, stripe_services: Services
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app wired to the emulator, over ASGI."""
+    app = create_app(stripe_settings, services=stripe_services)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4321))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+async def emulator_faults(base_url: str, **fault: Any) -> None:
+    async with httpx.AsyncClient() as http:
+        (await http.post(f"{base_url}/_azora/faults", json=fault)).raise_for_status()
+
+
+async def emulator_clear_faults(base_url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        (await http.delete(f"{base_url}/_azora/faults")).raise_for_status()
+
+
+async def emulator_count(base_url: str, key: str) -> int:
+    async with httpx.AsyncClient() as http:
+        counts = (await http.get(f"{base_url}/_azora/requests")).json()
+    return int(counts.get(key, 0))
+
+
+def unique_user() -> str:
+    return f"user_{uuid.uuid4().hex[:10]}"

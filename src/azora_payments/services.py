@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from azora_payments.auth import TokenVerifier
 from azora_payments.config import Settings
 from azora_payments.db.session import Database
+from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.ratelimit import RateLimiter
+from azora_payments.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,13 @@ class Services:
         )
         self.verifier = TokenVerifier(settings)
         self.limiter = RateLimiter(settings.redis_url)
+        self.stripe = StripeGateway(settings)
+        self.idempotency = IdempotencyKeys(
+            db=self.db,
+            redis=self.redis,
+            lock_seconds=settings.idempotency_lock_seconds,
+            ttl_hours=settings.idempotency_key_ttl_hours,
+        )
 
     async def redis_status(self) -> str:
         if self.redis is None:

@@ -1,0 +1,57 @@
+"""Request bodies, read after authentication so that checks run in API.md's order:
+401, 403, malformed JSON (400), Idempotency-Key (400), validation (422)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from azora_payments.api.problems import field_errors
+from azora_payments.errors import (
+    IdempotencyKeyInvalid,
+    IdempotencyKeyRequired,
+    InvalidJson,
+    ValidationFailed,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJson() from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "Some fields are not valid.", errors=field_errors(exc.errors())
+        ) from None
+
+
+def idempotency_key(request: Request) -> str:
+    """The caller's Idempotency-Key: 1 to 255 printable ASCII characters."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        raise IdempotencyKeyRequired()
+    if not 1 <= len(key) <= 255 or not all(0x20 <= ord(ch) <= 0x7E for ch in key):
+        raise IdempotencyKeyInvalid()
+    return key
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting a body that the route reads itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

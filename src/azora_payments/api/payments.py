@@ -1,0 +1,149 @@
+"""Payments: process, history, details."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
+from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
+from azora_payments.api.methods import PM_ID
+from azora_payments.db.repositories.payments import HistoryFilter
+from azora_payments.domain import history, money, payment_flow
+from azora_payments.domain.idempotency import request_fingerprint
+from azora_payments.errors import PROBLEM_JSON, Forbidden, PaymentNotFound, ValidationFailed
+
+router = APIRouter(prefix="/api/payments", tags=["payments"])
+
+PaymentStatus = Literal[
+    "requires_payment_method", "requires_action", "processing", "succeeded", "failed", "canceled"
+]
+PAYMENT_ID = re.compile(r"^pay_[0-9a-z]{26}$")
+EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$"
+
+
+class ProcessIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int = Field(ge=1, le=money.MAXIMUM_AMOUNT, description="Minor units, an integer")
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217, any case")
+    payment_method_id: str = Field(pattern=PM_ID)
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: dict[str, Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=dict, max_length=50
+    )
+    save_payment_method: bool = False
+    receipt_email: str | None = Field(default=None, pattern=EMAIL, max_length=320)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not 1 <= len(key) <= 40:
+                raise ValueError("keys must be 1 to 40 characters")
+            if "[" in key or "]" in key:
+                raise ValueError("keys cannot contain square brackets")
+        return value
+
+
+def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
+    currency = body.currency.lower()
+    if currency not in currencies:
+        raise ValidationFailed(
+            errors=[{"field": "currency", "message": f"{currency} is not a supported currency"}]
+        )
+    try:
+        money.check_charge_amount(body.amount, currency)
+    except money.InvalidAmount as exc:
+        raise ValidationFailed(errors=[{"field": "amount", "message": str(exc)}]) from None
+    return payment_flow.PaymentRequest(
+        amount=body.amount,
+        currency=currency,
+        payment_method_id=body.payment_method_id,
+        description=body.description,
+        metadata=body.metadata,
+        save_payment_method=body.save_payment_method,
+        receipt_email=body.receipt_email,
+    )
+
+
+@router.post(
+    "/process",
+    status_code=201,
+    openapi_extra={
+        **body_schema(ProcessIn),
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        ],
+    },
+    responses={402: {"description": "Card declined"}, 503: {"description": "Retry later"}},
+)
+async def process_payment(
+    request: Request, user: CurrentUser, actor: RequestActor, services: ServicesDep
+) -> JSONResponse:
+    data = await read_json(request)
+    key = idempotency_key(request)
+    body = validate(ProcessIn, data)
+    payment_request = _check_money(body, services.settings.currencies)
+    answer = await payment_flow.process(
+        keys=services.idempotency,
+        stripe=services.stripe,
+        user=user,
+        actor=actor,
+        request=payment_request,
+        key=key,
+        fingerprint=request_fingerprint("POST", "/api/payments/process", data),
+    )
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    media_type = PROBLEM_JSON if answer.status >= 400 else "application/json"
+    return JSONResponse(
+        answer.body, status_code=answer.status, headers=headers, media_type=media_type
+    )
+
+
+@router.get("/history")
+async def payment_history(
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: PaymentStatus | None = None,
+    created_gte: datetime | None = None,
+    created_lt: datetime | None = None,
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    stripe_payment_intent_id: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
+    if (user_id is not None or stripe_payment_intent_id is not None) and not user.is_operator:
+        raise Forbidden("Only operators may look at other users' payments.")
+    where = HistoryFilter(
+        user_id=user_id if user.is_operator else user.id,
+        status=status,
+        created_gte=_utc(created_gte),
+        created_lt=_utc(created_lt),
+        stripe_payment_intent_id=stripe_payment_intent_id,
+    )
+    page = await history.history(db=services.db, user=user, where=where, limit=limit, cursor=cursor)
+    return {"data": page.data, "has_more": page.has_more, "next_cursor": page.next_cursor}
+
+
+@router.get("/{payment_id}")
+async def get_payment(payment_id: str, user: CurrentUser, services: ServicesDep) -> dict[str, Any]:
+    if not PAYMENT_ID.match(payment_id):
+        raise PaymentNotFound()
+    return await history.get_payment(db=services.db, user=user, payment_id=payment_id)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

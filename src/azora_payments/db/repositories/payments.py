@@ -1,0 +1,108 @@
+"""Queries on payments, their refunds and receipts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import Payment, Receipt, Refund
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    user_id: str | None = None
+    status: str | None = None
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+    stripe_payment_intent_id: str | None = None
+
+
+async def get(
+    session: AsyncSession, payment_id: str, *, for_update: bool = False
+) -> Payment | None:
+    query = select(Payment).where(Payment.id == payment_id)
+    if for_update:
+        query = query.with_for_update()
+    result: Payment | None = (await session.scalars(query)).first()
+    return result
+
+
+async def get_by_intent(
+    session: AsyncSession, intent_id: str, *, for_update: bool = False
+) -> Payment | None:
+    query = select(Payment).where(Payment.stripe_payment_intent_id == intent_id)
+    if for_update:
+        query = query.with_for_update()
+    result: Payment | None = (await session.scalars(query)).first()
+    return result
+
+
+def add(session: AsyncSession, payment: Payment) -> None:
+    session.add(payment)
+
+
+async def page(
+    session: AsyncSession, *, where: HistoryFilter, limit: int, after: tuple[datetime, str] | None
+) -> Sequence[Payment]:
+    """Newest first, ties broken by id; resumes strictly after `after` (keyset, so the cost is
+    the same at any depth and new payments never shift a page)."""
+    query = select(Payment)
+    if where.user_id is not None:
+        query = query.where(Payment.user_id == where.user_id)
+    if where.status is not None:
+        query = query.where(Payment.status == where.status)
+    if where.created_gte is not None:
+        query = query.where(Payment.created_at >= where.created_gte)
+    if where.created_lt is not None:
+        query = query.where(Payment.created_at < where.created_lt)
+    if where.stripe_payment_intent_id is not None:
+        query = query.where(Payment.stripe_payment_intent_id == where.stripe_payment_intent_id)
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            or_(Payment.created_at < at, and_(Payment.created_at == at, Payment.id < last_id))
+        )
+    query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def refunds_of(session: AsyncSession, payment_ids: Sequence[str]) -> dict[str, list[Refund]]:
+    out: dict[str, list[Refund]] = defaultdict(list)
+    if not payment_ids:
+        return out
+    query = (
+        select(Refund)
+        .where(Refund.payment_id.in_(payment_ids))
+        .order_by(Refund.created_at, Refund.id)
+    )
+    for refund in (await session.scalars(query)).all():
+        out[refund.payment_id].append(refund)
+    return out
+
+
+async def receipts_of(session: AsyncSession, payment_ids: Sequence[str]) -> dict[str, Receipt]:
+    if not payment_ids:
+        return {}
+    query = select(Receipt).where(Receipt.payment_id.in_(payment_ids))
+    return {r.payment_id: r for r in (await session.scalars(query)).all()}
+
+
+async def stale_unsettled(
+    session: AsyncSession, *, older_than: datetime, limit: int
+) -> Sequence[Payment]:
+    """Payments still in a non-final state, oldest change first (for reconciliation)."""
+    query = (
+        select(Payment)
+        .where(
+            Payment.status.in_(("requires_payment_method", "requires_action", "processing")),
+            Payment.updated_at < older_than,
+        )
+        .order_by(Payment.updated_at)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()

@@ -1,0 +1,1 @@
+"""Development stack: the localstripe-based Stripe emulator (dev/test only, GPL tool)."""

@@ -1,0 +1,236 @@
+"""Idempotency keys that survive races, retries, crashes and several servers.
+
+After Brandur Leach's "Implementing Stripe-like Idempotency Keys in Postgres": the key row in the
+database is the source of truth and records a recovery point; work runs in atomic phases, each
+committing its progress with the next recovery point; a request holds the key with a lock that
+expires (`IDEMPOTENCY_LOCK_SECONDS`), so a request that died is finished, not repeated, by the
+next attempt with the same key. Redis, when configured, only keeps finished answers close at
+hand: the service is correct, only slower, without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from azora_payments.db.models import IdempotencyKey
+from azora_payments.db.repositories import idempotency as keys_repo
+from azora_payments.db.repositories.upsert import insert_ignore
+from azora_payments.db.session import Database
+from azora_payments.db.types import utcnow
+from azora_payments.errors import IdempotencyKeyReused, IdempotencyRequestInProgress
+
+logger = logging.getLogger(__name__)
+
+STARTED = "started"
+FINISHED = "finished"
+# How long a duplicate waits for the first request to finish before answering 409.
+WAIT_FOR_FIRST_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A finished answer, replayed as it was."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Held:
+    """A key this request holds: where the work got to, and the lock that proves we hold it."""
+
+    key_id: int
+    recovery_point: str
+    lock: datetime
+    payment_id: str | None
+    refund_id: str | None
+
+
+def request_fingerprint(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
+
+
+class IdempotencyKeys:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        redis: aioredis.Redis | None,
+        lock_seconds: int,
+        ttl_hours: int,
+        wait_seconds: float = WAIT_FOR_FIRST_SECONDS,
+    ) -> None:
+        self.db = db
+        self.redis = redis
+        self.lock_seconds = lock_seconds
+        self.ttl_hours = ttl_hours
+        self.wait_seconds = wait_seconds
+
+    async def begin(
+        self, *, user_id: str, key: str, method: str, path: str, fingerprint: str
+    ) -> Held | Stored:
+        """Take the key, or return the answer it already has. A duplicate of a request still
+        in flight waits a little for its answer, then gets 409 with Retry-After."""
+        cached = await self._cached(user_id, key, fingerprint)
+        if cached is not None:
+            return cached
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            outcome = await self._try_begin(
+                user_id=user_id, key=key, method=method, path=path, fingerprint=fingerprint
+            )
+            if outcome is not None:
+                return outcome
+            if time.monotonic() >= deadline:
+                raise IdempotencyRequestInProgress(
+                    "Retry after the first request has finished.",
+                    headers={"Retry-After": "1"},
+                    retryable=True,
+                )
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _try_begin(
+        self, *, user_id: str, key: str, method: str, path: str, fingerprint: str
+    ) -> Held | Stored | None:
+        now = utcnow()
+        async with self.db.transaction() as session:
+            await insert_ignore(
+                session,
+                IdempotencyKey,
+                {
+                    "user_id": user_id,
+                    "key": key,
+                    "request_method": method,
+                    "request_path": path,
+                    "request_hash": fingerprint,
+                    "recovery_point": STARTED,
+                    "locked_at": None,
+                    "created_at": now,
+                    "last_run_at": now,
+                },
+            )
+            row = await keys_repo.get(session, user_id=user_id, key=key, for_update=True)
+            assert row is not None
+            if (
+                row.request_hash != fingerprint
+                or row.request_method != method
+                or row.request_path != path
+            ):
+                raise IdempotencyKeyReused()
+            if row.recovery_point == FINISHED and row.response_status is not None:
+                return Stored(row.response_status, row.response_body or {})
+            lock_expiry = timedelta(seconds=self.lock_seconds)
+            if row.locked_at is not None and now - row.locked_at < lock_expiry:
+                return None
+            if row.locked_at is not None:
+                logger.warning("idempotency key %s: lock expired, resuming", row.id)
+            row.locked_at = now
+            row.last_run_at = now
+            return Held(
+                key_id=row.id,
+                recovery_point=row.recovery_point,
+                lock=now,
+                payment_id=row.payment_id,
+                refund_id=row.refund_id,
+            )
+
+    async def _owned(self, session: Any, held: Held) -> IdempotencyKey | None:
+        row = await keys_repo.get_by_id(session, held.key_id)
+        if row is None or row.locked_at != held.lock:
+            logger.warning("idempotency key %s: lock lost to a newer attempt", held.key_id)
+            return None
+        return row
+
+    async def advance(
+        self,
+        session: Any,
+        held: Held,
+        *,
+        recovery_point: str,
+        payment_id: str | None = None,
+        refund_id: str | None = None,
+    ) -> bool:
+        """Record progress in the caller's transaction; False if another attempt took over."""
+        row = await self._owned(session, held)
+        if row is None:
+            return False
+        row.recovery_point = recovery_point
+        if payment_id is not None:
+            row.payment_id = held.payment_id = payment_id
+        if refund_id is not None:
+            row.refund_id = held.refund_id = refund_id
+        held.recovery_point = recovery_point
+        return True
+
+    async def finish(self, session: Any, held: Held, answer: Stored) -> bool:
+        """Store the final answer in the caller's transaction; False if we lost the key."""
+        row = await self._owned(session, held)
+        if row is None:
+            return False
+        row.recovery_point = FINISHED
+        row.response_status = answer.status
+        row.response_body = answer.body
+        row.locked_at = None
+        return True
+
+    async def release(self, held: Held) -> None:
+        """Give the key up unfinished (e.g. Stripe unreachable): the next attempt continues."""
+        async with self.db.transaction() as session:
+            row = await self._owned(session, held)
+            if row is not None:
+                row.locked_at = None
+
+    async def forget(self, held: Held) -> None:
+        """Drop a key whose request failed before anything started (not stored, per the API)."""
+        async with self.db.transaction() as session:
+            row = await self._owned(session, held)
+            if row is not None and row.payment_id is None and row.refund_id is None:
+                await keys_repo.delete_by_id(session, held.key_id)
+            elif row is not None:
+                row.locked_at = None
+
+    async def remember(self, *, user_id: str, key: str, fingerprint: str, answer: Stored) -> None:
+        """Keep a committed answer in Redis for fast replays (best effort)."""
+        if self.redis is None:
+            return
+        value = json.dumps({"hash": fingerprint, "status": answer.status, "body": answer.body})
+        try:
+            await self.redis.set(_redis_key(user_id, key), value, ex=self.ttl_hours * 3600)
+        except Exception:
+            logger.warning("redis unavailable: idempotent answer not cached")
+
+    async def _cached(self, user_id: str, key: str, fingerprint: str) -> Stored | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = await self.redis.get(_redis_key(user_id, key))
+        except Exception:
+            logger.warning("redis unavailable: idempotency falls back to the database")
+            return None
+        if raw is None:
+            return None
+        cached = json.loads(raw)
+        if cached["hash"] != fingerprint:
+            raise IdempotencyKeyReused()
+        return Stored(int(cached["status"]), cached["body"])
+
+    async def purge_expired(self) -> int:
+        cutoff = utcnow() - timedelta(hours=self.ttl_hours)
+        async with self.db.transaction() as session:
+            return await keys_repo.delete_older_than(session, cutoff)
+
+
+def _redis_key(user_id: str, key: str) -> str:
+    digest = hashlib.sha256(f"{user_id}\0{key}".encode()).hexdigest()
+    return f"azora:idem:{digest}"

@@ -1,0 +1,251 @@
+"""Taking a payment: the idempotent flow of `POST /api/payments/process`, in atomic phases.
+
+    begin key ─► [started] ─► check the card, create the payment row ─► [payment_created]
+              ─► Stripe: create + confirm the PaymentIntent (key azora:pi:<payment id>)
+              ─► apply the outcome, store the answer ─► [finished]
+
+Each arrow into a bracket is one committed transaction. A crash anywhere leaves the key at a
+recovery point; the next attempt with the same key resumes there, and because the Stripe
+idempotency key derives from our payment id, Stripe answers a resumed call with the
+PaymentIntent it already made. Stripe unreachable: the payment stays `processing`, the key is
+released unfinished, and the answer is a 503 that a retry, a webhook or reconciliation settles.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.auth import User
+from azora_payments.db.models import Payment, PaymentMethod
+from azora_payments.db.repositories import methods as methods_repo
+from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.db.types import utcnow
+from azora_payments.domain import audit, methods
+from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
+from azora_payments.domain.payments import apply_intent, mark_failed, payment_view
+from azora_payments.errors import (
+    AzoraError,
+    IdempotencyRequestInProgress,
+    PaymentMethodNotFound,
+    StripeUnavailable,
+)
+from azora_payments.faults import crash_point
+from azora_payments.ids import new_id
+from azora_payments.logs import request_id_var
+from azora_payments.stripe_gateway import CardDeclined, PaymentError, StripeGateway
+
+logger = logging.getLogger(__name__)
+
+PAYMENT_CREATED = "payment_created"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    amount: int
+    currency: str
+    payment_method_id: str
+    description: str | None
+    metadata: dict[str, str]
+    save_payment_method: bool
+    receipt_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def process(
+    *,
+    keys: IdempotencyKeys,
+    stripe: StripeGateway,
+    user: User,
+    actor: audit.Actor,
+    request: PaymentRequest,
+    key: str,
+    fingerprint: str,
+) -> Answer:
+    begun = await keys.begin(
+        user_id=user.id,
+        key=key,
+        method="POST",
+        path="/api/payments/process",
+        fingerprint=fingerprint,
+    )
+    if isinstance(begun, Stored):
+        return Answer(begun.status, begun.body, replayed=True)
+    held = begun
+    try:
+        if held.recovery_point != PAYMENT_CREATED:
+            await _create_payment(
+                keys=keys, stripe=stripe, user=user, actor=actor, request=request, held=held
+            )
+        assert held.payment_id is not None
+        answer = await _charge(keys=keys, stripe=stripe, actor=actor, held=held)
+    except StripeUnavailable as exc:
+        await keys.release(held)
+        if held.payment_id is not None:
+            exc.extra["payment_id"] = held.payment_id
+        raise
+    except AzoraError:
+        if held.payment_id is None:
+            await keys.forget(held)  # failed before anything started: not stored
+        else:
+            await keys.release(held)
+        raise
+    except BaseException:
+        await keys.release(held)
+        raise
+    await keys.remember(
+        user_id=user.id, key=key, fingerprint=fingerprint, answer=Stored(answer.status, answer.body)
+    )
+    return answer
+
+
+async def _create_payment(
+    *,
+    keys: IdempotencyKeys,
+    stripe: StripeGateway,
+    user: User,
+    actor: audit.Actor,
+    request: PaymentRequest,
+    held: Held,
+) -> None:
+    async with keys.db.transaction() as session:
+        saved = await methods_repo.get(session, request.payment_method_id)
+    if saved is not None and saved.user_id != user.id:
+        raise PaymentMethodNotFound()
+    customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
+    method = await methods.retrieve_owned(
+        stripe=stripe, payment_method_id=request.payment_method_id, customer_id=customer_id
+    )
+    card = method.card
+    now = utcnow()
+    payment = Payment(
+        id=new_id("pay"),
+        user_id=user.id,
+        status="processing",
+        amount=request.amount,
+        currency=request.currency,
+        amount_refunded=0,
+        description=request.description,
+        metadata_=request.metadata,
+        receipt_email=request.receipt_email or user.email,
+        save_payment_method=request.save_payment_method,
+        payment_method_id=request.payment_method_id,
+        card_brand=card.brand if card else None,
+        card_last4=card.last4 if card else None,
+        card_exp_month=card.exp_month if card else None,
+        card_exp_year=card.exp_year if card else None,
+        stripe_customer_id=customer_id,
+        disputed=False,
+        created_at=now,
+        updated_at=now,
+    )
+    async with keys.db.transaction() as session:
+        payments_repo.add(session, payment)
+        audit.record(
+            session,
+            actor=actor,
+            action="payment.created",
+            payment_id=payment.id,
+            details={"amount": request.amount, "currency": request.currency},
+        )
+        if not await keys.advance(
+            session, held, recovery_point=PAYMENT_CREATED, payment_id=payment.id
+        ):
+            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+
+
+async def _charge(
+    *, keys: IdempotencyKeys, stripe: StripeGateway, actor: audit.Actor, held: Held
+) -> Answer:
+    payment_id = held.payment_id
+    assert payment_id is not None
+    async with keys.db.transaction() as session:
+        payment = await payments_repo.get(session, payment_id)
+    assert payment is not None
+    declined: CardDeclined | None = None
+    intent = None
+    try:
+        intent = await stripe.create_payment_intent(
+            payment_id=payment.id,
+            user_id=payment.user_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            customer_id=payment.stripe_customer_id or "",
+            payment_method_id=payment.payment_method_id or "",
+            description=payment.description,
+            metadata=dict(payment.metadata_ or {}),
+            receipt_email=payment.receipt_email,
+            save_payment_method=payment.save_payment_method,
+            idempotency_key=f"azora:pi:{payment.id}",
+        )
+    except CardDeclined as exc:
+        declined = exc
+    crash_point("payment.after_stripe")
+
+    async with keys.db.transaction() as session:
+        payment = await payments_repo.get(session, payment_id, for_update=True)
+        assert payment is not None
+        if declined is not None:
+            if declined.intent is not None:
+                apply_intent(session, payment, declined.intent, actor=actor)
+            mark_failed(
+                session,
+                payment,
+                PaymentError(declined.code, declined.decline_code, declined.title),
+                actor=actor,
+            )
+        else:
+            assert intent is not None
+            apply_intent(session, payment, intent, actor=actor)
+        if payment.status == "succeeded" and payment.save_payment_method:
+            await _remember_card(session, payment)
+        refunds = await payments_repo.refunds_of(session, [payment.id])
+        receipts = await payments_repo.receipts_of(session, [payment.id])
+        view = payment_view(
+            payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
+        )
+        if declined is not None:
+            answer = Answer(402, _decline_problem(declined, payment.id))
+        else:
+            answer = Answer(201, view)
+        if not await keys.finish(session, held, Stored(answer.status, answer.body)):
+            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+    return answer
+
+
+async def _remember_card(session: AsyncSession, payment: Payment) -> None:
+    """`save_payment_method`: Stripe attached the card to the customer; list it as saved."""
+    now = utcnow()
+    await methods_repo.insert_if_absent(
+        session,
+        PaymentMethod(
+            id=payment.payment_method_id or "",
+            user_id=payment.user_id,
+            stripe_customer_id=payment.stripe_customer_id or "",
+            type="card",
+            brand=payment.card_brand,
+            last4=payment.card_last4,
+            exp_month=payment.card_exp_month,
+            exp_year=payment.card_exp_year,
+            is_default=False,
+            created_at=now,
+            updated_at=now,
+        ),
+    )
+
+
+def _decline_problem(declined: CardDeclined, payment_id: str) -> dict[str, Any]:
+    body = declined.problem(request_id_var.get())
+    body["payment_id"] = payment_id
+    body["retryable"] = False
+    return body

@@ -1,0 +1,186 @@
+"""Payment state: how a Stripe PaymentIntent maps onto our payment, moving forward only.
+
+`apply_intent` is the one code path through which the API's own answer, a webhook and
+reconciliation all change a payment, so they cannot disagree, and a late or replayed snapshot
+can never turn `succeeded` back into `processing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import AuditRecord, Payment, Receipt, Refund
+from azora_payments.db.types import utcnow
+from azora_payments.domain import audit
+from azora_payments.stripe_gateway import PaymentError, StripeIntent
+
+FINAL = frozenset({"succeeded", "failed", "canceled"})
+UNSETTLED = ("requires_payment_method", "requires_action", "processing")
+
+# A status may only move to one of higher rank. `succeeded` outranks `failed` because money
+# taken is a fact: a payment Stripe reports succeeded (say, after the customer completed 3-D
+# Secure with another card) must show it, whatever failure was seen before.
+_RANK = {
+    "requires_payment_method": 0,
+    "requires_action": 1,
+    "processing": 2,
+    "canceled": 3,
+    "failed": 3,
+    "succeeded": 4,
+}
+
+
+def status_of(intent: StripeIntent) -> str:
+    if intent.status == "succeeded":
+        return "succeeded"
+    if intent.status == "canceled":
+        return "canceled"
+    if intent.status == "requires_action":
+        return "requires_action"
+    if intent.status == "requires_payment_method":
+        return "failed" if intent.last_payment_error is not None else "requires_payment_method"
+    # processing, requires_confirmation, requires_capture: Stripe is still at it.
+    return "processing"
+
+
+def may_move(current: str, new: str) -> bool:
+    if current == new:
+        return False
+    if current in FINAL and new != "succeeded":
+        return False
+    return _RANK[new] > _RANK[current]
+
+
+def apply_intent(
+    session: AsyncSession, payment: Payment, intent: StripeIntent, *, actor: audit.Actor
+) -> bool:
+    """Bring `payment` forward to what `intent` says; True when its status changed."""
+    if payment.stripe_payment_intent_id is None:
+        payment.stripe_payment_intent_id = intent.id
+    if intent.latest_charge and payment.stripe_charge_id is None:
+        payment.stripe_charge_id = intent.latest_charge
+    new = status_of(intent)
+    if not may_move(payment.status, new):
+        return False
+    previous = payment.status
+    payment.status = new
+    payment.client_secret = intent.client_secret if new == "requires_action" else None
+    if new == "failed" and intent.last_payment_error is not None:
+        _set_failure(payment, intent.last_payment_error)
+    elif new == "succeeded":
+        _set_failure(payment, None)
+    payment.updated_at = utcnow()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"payment.{new}",
+        payment_id=payment.id,
+        details={"from": previous, "stripe_payment_intent_id": intent.id},
+    )
+    return True
+
+
+def mark_failed(
+    session: AsyncSession, payment: Payment, error: PaymentError, *, actor: audit.Actor
+) -> bool:
+    """A decline told by Stripe's error answer rather than by an intent snapshot."""
+    if not may_move(payment.status, "failed"):
+        return False
+    previous = payment.status
+    payment.status = "failed"
+    payment.client_secret = None
+    _set_failure(payment, error)
+    payment.updated_at = utcnow()
+    audit.record(
+        session,
+        actor=actor,
+        action="payment.failed",
+        payment_id=payment.id,
+        details={"from": previous, "code": error.code, "decline_code": error.decline_code},
+    )
+    return True
+
+
+def _set_failure(payment: Payment, error: PaymentError | None) -> None:
+    payment.failure_code = error.code if error else None
+    payment.failure_decline_code = error.decline_code if error else None
+    payment.failure_message = error.message if error else None
+
+
+def refund_view(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "payment_id": refund.payment_id,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "status": refund.status,
+        "reason": refund.reason,
+        "stripe_refund_id": refund.stripe_refund_id,
+        "created_at": _time(refund.created_at),
+    }
+
+
+def payment_view(
+    payment: Payment,
+    *,
+    refunds: Sequence[Refund] = (),
+    receipt: Receipt | None = None,
+    audit_records: Sequence[AuditRecord] | None = None,
+    operator: bool = False,
+) -> dict[str, Any]:
+    """The Payment object of API.md, as JSON-ready values."""
+    card = None
+    if payment.card_last4 is not None or payment.card_brand is not None:
+        card = {
+            "brand": payment.card_brand,
+            "last4": payment.card_last4,
+            "exp_month": payment.card_exp_month,
+            "exp_year": payment.card_exp_year,
+        }
+    failure = None
+    if payment.status == "failed" and (payment.failure_code or payment.failure_message):
+        failure = {
+            "code": payment.failure_code,
+            "decline_code": payment.failure_decline_code,
+            "message": payment.failure_message,
+        }
+    view: dict[str, Any] = {
+        "id": payment.id,
+        "status": payment.status,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "amount_refunded": payment.amount_refunded,
+        "description": payment.description,
+        "metadata": dict(payment.metadata_ or {}),
+        "payment_method": card,
+        "stripe_payment_intent_id": payment.stripe_payment_intent_id,
+        "client_secret": payment.client_secret if payment.status == "requires_action" else None,
+        "failure": failure,
+        "receipt": {"id": receipt.id, "number": receipt.number} if receipt else None,
+        "refunds": [refund_view(r) for r in refunds],
+        "disputed": payment.disputed,
+        "dispute_status": payment.dispute_status,
+        "created_at": _time(payment.created_at),
+        "updated_at": _time(payment.updated_at),
+    }
+    if operator:
+        view["user_id"] = payment.user_id
+        view["audit"] = [
+            {
+                "id": r.id,
+                "at": _time(r.at),
+                "actor": r.actor,
+                "action": r.action,
+                "details": r.details,
+                "request_id": r.request_id,
+            }
+            for r in audit_records or ()
+        ]
+    return view
+
+
+def _time(value: Any) -> str:
+    return str(value.isoformat().replace("+00:00", "Z"))
