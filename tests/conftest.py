@@ -8,6 +8,7 @@ they fail instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -313,3 +314,47 @@ async def emulator_count(base_url: str, key: str) -> int:
 
 def unique_user() -> str:
     return f"user_{uuid.uuid4().hex[:10]}"
+
+
+# ---------------------------------------------------------------- helpers for single-engine suites
+
+
+@pytest.fixture
+def sqlite_database_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh migrated SQLite database, for suites whose subject does not depend on the engine
+    (override `database_url` with it in the module)."""
+    path = tmp_path / "azora.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Settings, *, client_addr: tuple[str, int] = ("203.0.113.7", 4321), app: Any = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on a fresh app (or the given one) built from `settings`, services closed
+    at the end."""
+    svc = Services(settings)
+    try:
+        application = app if app is not None else create_app(settings, services=svc)
+        application.state.services = svc
+        transport = httpx.ASGITransport(app=application, client=client_addr)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+    finally:
+        await svc.close()
+
+
+async def emulator_intents_for(base_url: str, user_id: str) -> list[dict[str, Any]]:
+    """Every PaymentIntent the emulator holds for one of our users (by our metadata)."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as http:
+        while True:
+            page = (await http.get(f"{base_url}/v1/payment_intents", params=params)).json()
+            found += [
+                pi for pi in page["data"] if pi.get("metadata", {}).get("azora_user_id") == user_id
+            ]
+            if not page.get("has_more") or not page["data"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]

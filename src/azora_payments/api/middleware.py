@@ -16,7 +16,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from azora_payments.errors import PROBLEM_JSON, AzoraError, InternalError, PayloadTooLarge
+from azora_payments.errors import (
+    PROBLEM_JSON,
+    AzoraError,
+    InternalError,
+    PayloadTooLarge,
+    RateLimited,
+)
 from azora_payments.logs import log_fields, request_id_var
 from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -39,15 +45,27 @@ DOCS_CSP = (
 )
 
 
+# Probes and scrapes are never counted against a client address.
+IP_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class _BodyTooLarge(Exception):
     pass
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, trusted_proxies: list[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        trusted_proxies: list[str],
+        rate_limit_ip: str | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.rate_limit_ip = rate_limit_ip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,27 +74,12 @@ class EdgeMiddleware:
         started = time.perf_counter()
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
+        client_ip = self.client_ip(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        scope["state"]["client_ip"] = self.client_ip(scope)
+        scope["state"]["client_ip"] = client_ip
         status = 500
         response_started = False
-
-        if _content_length(scope) > self.max_body_bytes:
-            await self._send_problem(send, PayloadTooLarge(), request_id)
-            self._observe(scope, 413, started)
-            request_id_var.reset(token)
-            return
-
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge
-            return message
+        rejected = False  # we answered 413 ourselves while the app was reading the body
 
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
@@ -84,8 +87,37 @@ class EdgeMiddleware:
         if path.startswith("/api/"):
             extra_headers.append((b"cache-control", b"no-store"))
 
+        early: AzoraError | None = None
+        if _content_length(scope) > self.max_body_bytes:
+            early = PayloadTooLarge()
+        else:
+            early = await self._check_ip_limit(scope, path, client_ip)
+        if early is not None:
+            await self._send_problem(send, early, extra_headers)
+            self._observe(scope, early.status, started)
+            request_id_var.reset(token)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received, rejected, response_started
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # Answer here: whatever the app makes of the exception (FastAPI turns errors
+                    # while reading a body into a 400) is dropped by `send_with_headers`.
+                    if not response_started and not rejected:
+                        rejected = response_started = True
+                        await self._send_problem(send, PayloadTooLarge(), extra_headers)
+                    raise _BodyTooLarge
+            return message
+
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
@@ -98,32 +130,54 @@ class EdgeMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except _BodyTooLarge:
-            status = 413
-            if not response_started:
-                await self._send_problem(send, PayloadTooLarge(), request_id)
+            pass
         except Exception:
-            logger.exception("unhandled error")
-            status = 500
-            if not response_started:
-                await self._send_problem(send, InternalError(), request_id)
+            if not rejected:
+                logger.exception("unhandled error")
+                status = 500
+                if not response_started:
+                    await self._send_problem(send, InternalError(), extra_headers)
         finally:
+            if rejected:
+                status = 413
             self._observe(scope, status, started)
             request_id_var.reset(token)
+
+    async def _check_ip_limit(
+        self, scope: Scope, path: str, client_ip: str | None
+    ) -> AzoraError | None:
+        """A flood from one address is refused before anything else (authentication included)."""
+        if not self.rate_limit_ip or not client_ip or path in IP_LIMIT_EXEMPT:
+            return None
+        app = scope.get("app")
+        services = getattr(getattr(app, "state", None), "services", None)
+        if services is None:
+            return None
+        try:
+            await services.limiter.check(self.rate_limit_ip, "ip", client_ip)
+        except RateLimited as exc:
+            return exc
+        return None
 
     def client_ip(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer: str | None = client[0] if client else None
-        if not peer or not self.trusted:
+        if not peer or not self.trusted or not self._is_trusted(peer):
             return peer
-        forwarded = _header(scope, b"x-forwarded-for")
-        if not forwarded or not self._is_trusted(peer):
-            return peer
-        # Walk right to left past our own proxies; the first address they did not add is the client.
+        # Several X-Forwarded-For lines are one list, in order (RFC 9110 section 5.3).
+        forwarded = ",".join(_headers(scope, b"x-forwarded-for"))
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        # Walk right to left past our own proxies; the first address they did not add is the
+        # client. A hop that is not an address means the chain is garbage from there on: the
+        # last proxy we trust is then all we know.
+        closest = peer
         for hop in reversed(hops):
+            if not _is_ip(hop):
+                return closest
             if not self._is_trusted(hop):
                 return hop
-        return hops[0] if hops else peer
+            closest = hop
+        return closest
 
     def _is_trusted(self, address: str) -> bool:
         try:
@@ -132,15 +186,16 @@ class EdgeMiddleware:
             return False
         return any(ip in net for net in self.trusted)
 
-    async def _send_problem(self, send: Send, error: AzoraError, request_id: str) -> None:
+    async def _send_problem(
+        self, send: Send, error: AzoraError, extra_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        request_id = request_id_var.get()
         body = json.dumps(error.problem(request_id)).encode()
         headers = [
             (b"content-type", PROBLEM_JSON.encode()),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
             (b"connection", b"close"),
-            *API_HEADERS,
-            API_CSP,
+            *extra_headers,
         ]
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -167,12 +222,21 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            decoded: str = value.decode("latin-1")
-            return decoded
-    return None
+    values = _headers(scope, name)
+    return values[0] if values else None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _request_id(scope: Scope) -> str:

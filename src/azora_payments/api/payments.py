@@ -6,8 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
@@ -90,7 +89,7 @@ def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.Payment
 )
 async def process_payment(
     request: Request, user: CurrentUser, actor: RequestActor, services: ServicesDep
-) -> JSONResponse:
+) -> Response:
     data = await read_json(request)
     key = idempotency_key(request)
     body = validate(ProcessIn, data)
@@ -104,11 +103,10 @@ async def process_payment(
         key=key,
         fingerprint=request_fingerprint("POST", "/api/payments/process", data),
     )
+    stored = answer.stored
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
-    media_type = PROBLEM_JSON if answer.status >= 400 else "application/json"
-    return JSONResponse(
-        answer.body, status_code=answer.status, headers=headers, media_type=media_type
-    )
+    media_type = PROBLEM_JSON if stored.status >= 400 else "application/json"
+    return Response(stored.body, status_code=stored.status, headers=headers, media_type=media_type)
 
 
 @router.get("/history")

@@ -15,11 +15,13 @@ from azora_payments.errors import (
     PROBLEM_JSON,
     AzoraError,
     BadRequest,
+    Forbidden,
     InternalError,
     InvalidJson,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
     ValidationFailed,
 )
 from azora_payments.logs import request_id_var
@@ -59,6 +61,8 @@ def validation_problem(errors: Sequence[Any]) -> AzoraError:
 
 _STARLETTE_ERRORS: dict[int, type[AzoraError]] = {
     400: BadRequest,
+    401: Unauthenticated,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
     413: PayloadTooLarge,

@@ -163,7 +163,8 @@ class IdempotencyKey(Base):
     recovery_point: Mapped[str] = mapped_column(String(32))
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     response_status: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The answer's exact JSON text: a replay is byte for byte the first answer.
+    response_body: Mapped[str | None] = mapped_column(Text)
     payment_id: Mapped[str | None] = mapped_column(String(40))
     refund_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = _created()

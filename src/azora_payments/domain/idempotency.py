@@ -39,10 +39,14 @@ _POLL_SECONDS = 0.05
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A finished answer, replayed as it was."""
+    """A finished answer: its status and its exact JSON text, replayed byte for byte."""
 
     status: int
-    body: dict[str, Any]
+    body: str
+
+    @classmethod
+    def of(cls, status: int, body: dict[str, Any]) -> Stored:
+        return cls(status, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
 
 @dataclass(slots=True)
@@ -129,7 +133,7 @@ class IdempotencyKeys:
             ):
                 raise IdempotencyKeyReused()
             if row.recovery_point == FINISHED and row.response_status is not None:
-                return Stored(row.response_status, row.response_body or {})
+                return Stored(row.response_status, row.response_body or "{}")
             lock_expiry = timedelta(seconds=self.lock_seconds)
             if row.locked_at is not None and now - row.locked_at < lock_expiry:
                 return None
@@ -223,7 +227,7 @@ class IdempotencyKeys:
         cached = json.loads(raw)
         if cached["hash"] != fingerprint:
             raise IdempotencyKeyReused()
-        return Stored(int(cached["status"]), cached["body"])
+        return Stored(int(cached["status"]), str(cached["body"]))
 
     async def purge_expired(self) -> int:
         cutoff = utcnow() - timedelta(hours=self.ttl_hours)

@@ -14,7 +14,7 @@ released unfinished, and the answer is a 503 that a retry, a webhook or reconcil
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,10 +56,10 @@ class PaymentRequest:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    status: int
-    body: dict[str, Any]
+    """What to send back: the stored answer, and whether it is a replay."""
+
+    stored: Stored
     replayed: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def process(
@@ -80,7 +80,7 @@ async def process(
         fingerprint=fingerprint,
     )
     if isinstance(begun, Stored):
-        return Answer(begun.status, begun.body, replayed=True)
+        return Answer(begun, replayed=True)
     held = begun
     try:
         if held.recovery_point != PAYMENT_CREATED:
@@ -103,9 +103,7 @@ async def process(
     except BaseException:
         await keys.release(held)
         raise
-    await keys.remember(
-        user_id=user.id, key=key, fingerprint=fingerprint, answer=Stored(answer.status, answer.body)
-    )
+    await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
     return answer
 
 
@@ -215,10 +213,10 @@ async def _charge(
             payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
         )
         if declined is not None:
-            answer = Answer(402, _decline_problem(declined, payment.id))
+            answer = Answer(Stored.of(402, _decline_problem(declined, payment.id)))
         else:
-            answer = Answer(201, view)
-        if not await keys.finish(session, held, Stored(answer.status, answer.body)):
+            answer = Answer(Stored.of(201, view))
+        if not await keys.finish(session, held, answer.stored):
             raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
     return answer
 

@@ -58,12 +58,15 @@ def apply_intent(
     session: AsyncSession, payment: Payment, intent: StripeIntent, *, actor: audit.Actor
 ) -> bool:
     """Bring `payment` forward to what `intent` says; True when its status changed."""
-    if payment.stripe_payment_intent_id is None:
+    # Until Stripe's first answer, `processing` is only a placeholder ("we asked Stripe"), so
+    # the first snapshot of the intent sets the status whatever its rank.
+    first_answer = payment.stripe_payment_intent_id is None
+    if first_answer:
         payment.stripe_payment_intent_id = intent.id
     if intent.latest_charge and payment.stripe_charge_id is None:
         payment.stripe_charge_id = intent.latest_charge
     new = status_of(intent)
-    if not may_move(payment.status, new):
+    if not (may_move(payment.status, new) or (first_answer and new != payment.status)):
         return False
     previous = payment.status
     payment.status = new

@@ -71,11 +71,7 @@ def upgrade() -> None:
         sa.Column("recovery_point", sa.String(length=32), nullable=False),
         sa.Column("locked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("response_status", sa.Integer(), nullable=True),
-        sa.Column(
-            "response_body",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("response_body", sa.Text(), nullable=True),
         sa.Column("payment_id", sa.String(length=40), nullable=True),
         sa.Column("refund_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
