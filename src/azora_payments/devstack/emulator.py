@@ -430,11 +430,12 @@ async def serve(
         await web.SockSite(runner, sock).start()
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        print(f"{READY_PREFIX}http://{shown}:{bound}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Only once a SIGTERM would stop us cleanly.
+        print(f"{READY_PREFIX}http://{shown}:{bound}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
