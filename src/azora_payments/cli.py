@@ -74,6 +74,96 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from azora_payments.jobs import commands
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    _require_current_schema(settings)
+    return commands.worker(
+        settings,
+        modules=args.imports,
+        concurrency=args.concurrency,
+        once=args.once,
+        lease_margin=args.lease_margin,
+        grace=args.grace,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from azora_payments.jobs import commands
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    return commands.list_jobs(settings, status=args.status, kind=args.kind, limit=args.limit)
+
+
+def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    from azora_payments.jobs import commands
+
+    if bool(args.ids) == args.all_dead:
+        print("azora-payments: give job ids or --all-dead", file=sys.stderr)
+        return 2
+    settings = _settings()
+    configure_logging(settings.log_level)
+    return commands.retry_jobs(settings, job_ids=args.ids, all_dead=args.all_dead, kind=args.kind)
+
+
+def _add_job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = sub.add_parser("worker", help="run queued jobs (e-mails, receipts, clean-ups)")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs run at once")
+    worker.add_argument("--once", action="store_true", help="run what is due, then exit")
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also import MODULE for its job kinds (repeatable; or AZORA_JOB_MODULES)",
+    )
+    worker.add_argument(
+        "--lease-margin",
+        type=float,
+        default=30.0,
+        help="seconds added to a kind's timeout before its job may be taken again (30)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=25.0,
+        help="seconds the jobs in hand get to finish on SIGTERM before release (25)",
+    )
+    worker.add_argument("--metrics-port", type=int, default=None, help="serve /metrics here")
+    worker.add_argument("--metrics-host", default="127.0.0.1")
+    worker.set_defaults(func=cmd_worker)
+
+    jobs = sub.add_parser("jobs", help="list and retry queued jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_sub.add_parser("list", help="list jobs (dead ones by default)")
+    listing.add_argument(
+        "--status", default="dead", choices=["ready", "running", "done", "dead"]
+    )
+    listing.add_argument("--kind", default=None)
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=cmd_jobs_list)
+    retry = jobs_sub.add_parser("retry", help="put dead jobs back to ready, attempts reset")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID")
+    retry.add_argument("--all-dead", action="store_true", help="every dead job")
+    retry.add_argument("--kind", default=None, help="only dead jobs of this kind")
+    retry.set_defaults(func=cmd_jobs_retry)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    try:
+        from azora_payments.devstack.dev import run_dev
+    except ImportError:
+        print("azora-payments: `dev` needs the dev extra: pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+    return run_dev(host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="azora-payments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,8 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=cmd_serve)
 
+    dev = sub.add_parser("dev", help="everything on this machine: SQLite, Stripe emulator, worker")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(func=cmd_dev)
+
     migrate = sub.add_parser("migrate", help="bring the database to the latest schema")
     migrate.set_defaults(func=cmd_migrate)
+
+    _add_job_parsers(sub)
     return parser
 
 
