@@ -46,6 +46,7 @@ class Services:
         return "ok"
 
     async def close(self) -> None:
+        await self.stripe.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
