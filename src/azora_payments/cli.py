@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from azora_payments.config import ConfigError, Settings, load_settings
@@ -49,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_level)
     _require_current_schema(settings)
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker process counts on its own; /metrics adds them up from this folder.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="azora-metrics-")
     uvicorn.run(
         "azora_payments.asgi:app_from_env",
         factory=True,
