@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+READ_ONLY = "azora_read_only"
 
 
 def async_url(url: str) -> str:
@@ -73,7 +74,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads begin deferred so that they run beside the writer instead of queueing for it.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -83,6 +86,9 @@ class Database:
         self.url = async_url(url)
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -92,6 +98,12 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed when the block ends, rolled back on error."""
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading only: on SQLite it does not take the write lock."""
+        async with self._read_sessions() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:

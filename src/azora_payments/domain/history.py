@@ -22,7 +22,7 @@ class Page:
 
 
 async def get_payment(*, db: Database, user: User, payment_id: str) -> dict[str, Any]:
-    async with db.transaction() as session:
+    async with db.read() as session:
         payment = await payments_repo.get(session, payment_id)
         # Another user's payment is answered exactly like one that does not exist.
         if payment is None or (payment.user_id != user.id and not user.is_operator):
@@ -43,7 +43,7 @@ async def history(
     *, db: Database, user: User, where: payments_repo.HistoryFilter, limit: int, cursor: str | None
 ) -> Page:
     after = decode_cursor(cursor, str) if cursor else None
-    async with db.transaction() as session:
+    async with db.read() as session:
         rows = await payments_repo.page(session, where=where, limit=limit + 1, after=after)
         page = list(rows[:limit])
         ids = [p.id for p in page]

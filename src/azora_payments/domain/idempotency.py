@@ -96,13 +96,25 @@ class IdempotencyKeys:
             )
             if outcome is not None:
                 return outcome
-            if time.monotonic() >= deadline:
-                raise IdempotencyRequestInProgress(
-                    "Retry after the first request has finished.",
-                    headers={"Retry-After": "1"},
-                    retryable=True,
-                )
-            await asyncio.sleep(_POLL_SECONDS)
+            # Watch the holder with plain reads; take the key again only once it looks free.
+            while True:
+                if time.monotonic() >= deadline:
+                    raise IdempotencyRequestInProgress(
+                        "Retry after the first request has finished.",
+                        headers={"Retry-After": "1"},
+                        retryable=True,
+                    )
+                await asyncio.sleep(_POLL_SECONDS)
+                if await self._looks_free(user_id=user_id, key=key):
+                    break
+
+    async def _looks_free(self, *, user_id: str, key: str) -> bool:
+        async with self.db.read() as session:
+            row = await keys_repo.get(session, user_id=user_id, key=key)
+        return row is None or row.locked_at is None or self._expired(row.locked_at)
+
+    def _expired(self, locked_at: datetime) -> bool:
+        return utcnow() - locked_at >= timedelta(seconds=self.lock_seconds)
 
     async def _try_begin(
         self, *, user_id: str, key: str, method: str, path: str, fingerprint: str
@@ -134,8 +146,7 @@ class IdempotencyKeys:
                 raise IdempotencyKeyReused()
             if row.recovery_point == FINISHED and row.response_status is not None:
                 return Stored(row.response_status, row.response_body or "{}")
-            lock_expiry = timedelta(seconds=self.lock_seconds)
-            if row.locked_at is not None and now - row.locked_at < lock_expiry:
+            if row.locked_at is not None and not self._expired(row.locked_at):
                 return None
             if row.locked_at is not None:
                 logger.warning("idempotency key %s: lock expired, resuming", row.id)

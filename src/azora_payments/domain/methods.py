@@ -30,7 +30,7 @@ class SaveResult:
 
 async def ensure_customer(*, db: Database, stripe: StripeGateway, user: User) -> str:
     """The user's Stripe customer id, created on first need, exactly once per user."""
-    async with db.transaction() as session:
+    async with db.read() as session:
         existing = await customers_repo.get_stripe_id(session, user.id)
     if existing:
         return existing
@@ -67,7 +67,7 @@ async def save(
     payment_method_id: str,
     set_default: bool,
 ) -> SaveResult:
-    async with db.transaction() as session:
+    async with db.read() as session:
         saved = await methods_repo.get(session, payment_method_id)
     if saved is not None and saved.user_id != user.id:
         raise PaymentMethodNotFound()
@@ -111,14 +111,14 @@ async def save(
 
 
 async def list_methods(*, db: Database, user: User) -> Sequence[PaymentMethod]:
-    async with db.transaction() as session:
+    async with db.read() as session:
         return await methods_repo.list_for_user(session, user.id)
 
 
 async def delete(
     *, db: Database, stripe: StripeGateway, user: User, actor: audit.Actor, payment_method_id: str
 ) -> None:
-    async with db.transaction() as session:
+    async with db.read() as session:
         row = await methods_repo.get_for_user(
             session, user_id=user.id, payment_method_id=payment_method_id
         )

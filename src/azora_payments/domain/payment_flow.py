@@ -116,7 +116,7 @@ async def _create_payment(
     request: PaymentRequest,
     held: Held,
 ) -> None:
-    async with keys.db.transaction() as session:
+    async with keys.db.read() as session:
         saved = await methods_repo.get(session, request.payment_method_id)
     if saved is not None and saved.user_id != user.id:
         raise PaymentMethodNotFound()
@@ -167,7 +167,7 @@ async def _charge(
 ) -> Answer:
     payment_id = held.payment_id
     assert payment_id is not None
-    async with keys.db.transaction() as session:
+    async with keys.db.read() as session:
         payment = await payments_repo.get(session, payment_id)
     assert payment is not None
     declined: CardDeclined | None = None
