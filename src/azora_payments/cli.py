@@ -88,6 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return commands.worker(
         settings,
         modules=args.imports,
+        only=args.kinds,
         concurrency=args.concurrency,
         once=args.once,
         lease_margin=args.lease_margin,
@@ -129,6 +130,13 @@ def _add_job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="also import MODULE for its job kinds (repeatable; or AZORA_JOB_MODULES)",
     )
     worker.add_argument(
+        "--kinds",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="run only the kinds matching these patterns (`mail.*`); default all",
+    )
+    worker.add_argument(
         "--lease-margin",
         type=float,
         default=30.0,
@@ -147,9 +155,7 @@ def _add_job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     jobs = sub.add_parser("jobs", help="list and retry queued jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = jobs_sub.add_parser("list", help="list jobs (dead ones by default)")
-    listing.add_argument(
-        "--status", default="dead", choices=["ready", "running", "done", "dead"]
-    )
+    listing.add_argument("--status", default="dead", choices=["ready", "running", "done", "dead"])
     listing.add_argument("--kind", default=None)
     listing.add_argument("--limit", type=int, default=100)
     listing.set_defaults(func=cmd_jobs_list)
@@ -167,6 +173,54 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print("azora-payments: `dev` needs the dev extra: pip install -e '.[dev]'", file=sys.stderr)
         return 2
     return run_dev(host=args.host, port=args.port)
+
+
+def cmd_reconcile(_: argparse.Namespace) -> int:
+    from azora_payments.jobs import events
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    _require_current_schema(settings)
+    return events.reconcile_command(settings)
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    from azora_payments.jobs import events
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    return events.list_command(settings, status=args.status, limit=args.limit)
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    from azora_payments.jobs import events
+
+    if bool(args.ids) == args.all_parked:
+        print("azora-payments: give event ids or --all-parked", file=sys.stderr)
+        return 2
+    settings = _settings()
+    configure_logging(settings.log_level)
+    return events.replay_command(settings, event_ids=args.ids, all_parked=args.all_parked)
+
+
+def _add_event_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reconcile = sub.add_parser(
+        "reconcile", help="one pass bringing stuck payments and missed events in line with Stripe"
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
+
+    events = sub.add_parser("events", help="list and replay recorded Stripe events")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    listing = events_sub.add_parser("list", help="recorded events, newest first")
+    listing.add_argument(
+        "--status", default=None, choices=["received", "applied", "ignored", "parked"]
+    )
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=cmd_events_list)
+    replay = events_sub.add_parser("replay", help="apply events again (idempotent)")
+    replay.add_argument("ids", nargs="*", metavar="EVENT_ID")
+    replay.add_argument("--all-parked", action="store_true", help="every parked event")
+    replay.set_defaults(func=cmd_events_replay)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     _add_job_parsers(sub)
+    _add_event_parsers(sub)
     return parser
 
 

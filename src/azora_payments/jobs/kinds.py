@@ -1,0 +1,8 @@
+"""Every module that registers job kinds: the worker imports this one to know them all."""
+
+from __future__ import annotations
+
+from azora_payments.jobs import cleanup
+
+# Add a line per handler module (receipts, mail, notifications, webhook events, reconciliation).
+MODULES = (cleanup,)

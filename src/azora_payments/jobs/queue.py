@@ -1,0 +1,77 @@
+"""`enqueue`: the transactional outbox. A job is a row written in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.repositories import jobs as jobs_repo
+from azora_payments.db.types import utcnow
+from azora_payments.jobs.registry import (
+    JobKind,
+    UnknownJobKind,
+    find_kind,
+    get_kind,
+    import_kind_modules,
+)
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    kind: str,
+    payload: dict[str, Any],
+    run_at: datetime | None = None,
+    unique_key: str | None = None,
+    max_attempts: int | None = None,
+) -> None:
+    """Add a job to the caller's transaction: it exists (and may run) only once that commits.
+
+    `payload` is JSON: put ids in it, never personal data (it is stored and shown to
+    operators). With `unique_key`, a job with that key that already exists — in any status —
+    makes this a no-op, so "one receipt per payment" is enqueued at most once.
+    """
+    spec = _kind(kind)
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be an aware datetime")
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    # Fail at the call site, not at the commit that would lose the whole request.
+    json.dumps(payload, allow_nan=False)
+    now = utcnow()
+    attempts = max_attempts if max_attempts is not None else spec.max_attempts
+    if unique_key is None:
+        jobs_repo.add(
+            session,
+            kind=kind,
+            payload=payload,
+            run_at=run_at or now,
+            max_attempts=attempts,
+            now=now,
+        )
+        return
+    await jobs_repo.insert_unique(
+        session,
+        kind=kind,
+        payload=payload,
+        run_at=run_at or now,
+        max_attempts=attempts,
+        unique_key=unique_key,
+        now=now,
+    )
+
+
+def _kind(name: str) -> JobKind:
+    found = find_kind(name)
+    if found is not None:
+        return found
+    # A process that enqueues without having imported the kind modules (a command, a test):
+    # import them once before calling the name unknown.
+    try:
+        import_kind_modules()
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise UnknownJobKind(f"unknown job kind {name!r} ({exc})") from None
+    return get_kind(name)

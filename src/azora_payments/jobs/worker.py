@@ -1,0 +1,506 @@
+"""The worker: claims due jobs under a lease, runs their handlers with a time limit, and records
+success, a retry with backoff, or death; it stops gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments import metrics
+from azora_payments.db.repositories import jobs as jobs_repo
+from azora_payments.db.repositories.jobs import ClaimedJob
+from azora_payments.db.types import utcnow
+from azora_payments.jobs.registry import JobContext, JobKind, registered_kinds
+from azora_payments.logs import log_fields, scrub
+from azora_payments.services import Services
+
+logger = logging.getLogger("azora_payments.jobs.worker")
+
+T = TypeVar("T")
+
+MAX_ERROR_CHARS = 4000
+# Writes that record an outcome are retried briefly; if the database stays away the lease
+# runs out and the job runs again, which handlers are written to survive.
+OUTCOME_WRITE_DELAYS = (0.1, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    concurrency: int = 4
+    poll_seconds: float = 0.5
+    batch_size: int = 10
+    # Added to a kind's timeout to make its lease: time to record the outcome after the limit.
+    lease_margin: float = 30.0
+    # On SIGTERM, how long the jobs in hand may take to finish before they are released.
+    grace_seconds: float = 25.0
+    recover_seconds: float = 1.0
+    schedule_seconds: float = 60.0
+    metrics_seconds: float = 5.0
+    # Run what is due, then exit.
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.batch_size < 1:
+            raise ValueError("concurrency and batch_size must be at least 1")
+        if self.poll_seconds <= 0 or self.lease_margin < 0 or self.grace_seconds < 0:
+            raise ValueError("poll_seconds must be positive, lease_margin and grace at least 0")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"[:128]
+
+
+class Worker:
+    """Runs the registered kinds' jobs from the shared queue until `stop()` (or, with `once`,
+    until nothing is due)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        options: WorkerOptions | None = None,
+        kinds: Mapping[str, JobKind] | None = None,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.services = services
+        self.options = options or WorkerOptions()
+        self._kinds = dict(kinds) if kinds is not None else None
+        self.worker_id = worker_id or default_worker_id()
+        self._rng = rng or random.Random()
+        self._inflight: dict[asyncio.Task[None], ClaimedJob] = {}
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._seen_kinds: set[str] = set()
+        self._done_pending: list[tuple[ClaimedJob, asyncio.Future[None]]] = []
+        self._done_lock = asyncio.Lock()
+        self.runs = 0
+        self._refill = max(1, min(self.options.batch_size, self.options.concurrency) // 2)
+
+    # ------------------------------------------------------------------ control
+
+    def stop(self) -> None:
+        """Stop claiming; the jobs in hand get the grace period. A second call releases them."""
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    @property
+    def kinds(self) -> dict[str, JobKind]:
+        return self._kinds if self._kinds is not None else registered_kinds()
+
+    async def run(self) -> None:
+        kinds = self.kinds
+        leases = {
+            name: timedelta(seconds=kind.timeout + self.options.lease_margin)
+            for name, kind in kinds.items()
+        }
+        logger.info(
+            "worker started",
+            extra=log_fields(
+                worker_id=self.worker_id,
+                kinds=sorted(kinds),
+                concurrency=self.options.concurrency,
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        due = {"recover": 0.0, "schedule": 0.0, "metrics": 0.0}
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                now = loop.time()
+                try:
+                    if now >= due["schedule"]:
+                        await self._arm_schedules(kinds)
+                        due["schedule"] = now + self.options.schedule_seconds
+                    if now >= due["recover"]:
+                        await self._recover(kinds)
+                        due["recover"] = now + self.options.recover_seconds
+                    if now >= due["metrics"]:
+                        await self._refresh_gauges(kinds)
+                        due["metrics"] = now + self.options.metrics_seconds
+                    free = self.options.concurrency - len(self._inflight)
+                    # Claim in batches: wait for a few slots to free rather than pay a claim
+                    # for every finished job — unless nothing is running.
+                    refill = free >= self._refill or not self._inflight
+                    asked = min(free, self.options.batch_size) if refill else 0
+                    claimed = await self._claim(leases, asked) if asked > 0 else []
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    logger.exception(
+                        "job queue unavailable", extra=log_fields(worker_id=self.worker_id)
+                    )
+                    await self._sleep(min(30.0, self.options.poll_seconds * 2**failures))
+                    continue
+                for job in claimed:
+                    task = asyncio.create_task(self._run_job(kinds[job.kind], job))
+                    self._inflight[task] = job
+                    task.add_done_callback(self._forget)
+                if self.options.once and not claimed and not self._inflight:
+                    break
+                if asked > 0 and len(claimed) == asked and free - asked >= self._refill:
+                    continue  # a full batch: more may be due, and there is room for it
+                drained = asked > len(claimed)
+                await self._wait(tasks=not drained or self.options.once)
+        finally:
+            await self._drain()
+            logger.info(
+                "worker stopped", extra=log_fields(worker_id=self.worker_id, runs=self.runs)
+            )
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+
+    async def _wait(self, *, tasks: bool) -> None:
+        """Until the poll interval passes, a stop is asked, or (with `tasks`) a slot frees."""
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        waiting: set[asyncio.Future[Any]] = {stop}
+        if tasks:
+            waiting.update(self._inflight)
+        try:
+            await asyncio.wait(
+                waiting, timeout=self.options.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
+
+    async def _drain(self) -> None:
+        """Let the jobs in hand finish within the grace period; release the others."""
+        if not self._inflight:
+            return
+        logger.info(
+            "worker stopping: waiting for jobs in hand",
+            extra=log_fields(
+                worker_id=self.worker_id, jobs=[j.id for j in self._inflight.values()]
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.grace_seconds
+        force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
+        try:
+            while self._inflight and not force.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                waiting: set[asyncio.Future[Any]] = {force, *self._inflight}
+                await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
+        pending = {task for task in self._inflight if not task.done()}
+        if not pending:
+            return
+        unfinished = {task: self._inflight[task] for task in pending if task in self._inflight}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for job in unfinished.values():
+            await self._release(job)
+
+    async def _release(self, job: ClaimedJob) -> None:
+        await self._write_outcome(
+            job,
+            "released",
+            lambda s: jobs_repo.release(
+                s, job_id=job.id, worker_id=self.worker_id, attempt=job.attempts, now=utcnow()
+            ),
+        )
+        logger.warning(
+            "job released unfinished: the grace period ran out",
+            extra=log_fields(job_id=job.id, kind=job.kind, attempt=job.attempts),
+        )
+
+    # ------------------------------------------------------------------ queue work
+
+    async def _claim(self, leases: Mapping[str, timedelta], limit: int) -> list[ClaimedJob]:
+        async with self.services.db.transaction() as session:
+            return await jobs_repo.claim(
+                session, leases=leases, worker_id=self.worker_id, now=utcnow(), limit=limit
+            )
+
+    async def _recover(self, kinds: Mapping[str, JobKind]) -> None:
+        scheduled = [name for name, kind in kinds.items() if kind.is_scheduled]
+        async with self.services.db.transaction() as session:
+            lost = await jobs_repo.recover_expired(session, now=utcnow(), scheduled_kinds=scheduled)
+        for job in lost:
+            metrics.JOB_RUNS.labels(job.kind, "lost").inc()
+            if job.status == jobs_repo.DEAD:
+                metrics.JOB_RUNS.labels(job.kind, "dead").inc()
+            logger.warning(
+                "job lease expired: its worker was lost",
+                extra=log_fields(job_id=job.id, kind=job.kind, status=job.status),
+            )
+
+    async def _arm_schedules(self, kinds: Mapping[str, JobKind]) -> None:
+        now = utcnow()
+        for kind in kinds.values():
+            if not kind.is_scheduled:
+                continue
+            async with self.services.db.transaction() as session:
+                await jobs_repo.ensure_scheduled(
+                    session,
+                    kind=kind.name,
+                    unique_key=kind.schedule_key,
+                    run_at=kind.slot_start(now),
+                    max_attempts=kind.max_attempts,
+                    now=now,
+                    latest=kind.next_slot(now),
+                )
+
+    async def _refresh_gauges(self, kinds: Mapping[str, JobKind]) -> None:
+        now = utcnow()
+        async with self.services.db.read() as session:
+            stats = await jobs_repo.stats(session, now=now)
+        names = self._seen_kinds | set(kinds) | set(stats.ready_by_kind) | set(stats.dead_by_kind)
+        self._seen_kinds = names
+        for name in names:
+            metrics.JOB_QUEUE_DEPTH.labels(name).set(stats.ready_by_kind.get(name, 0))
+            metrics.JOB_DEAD.labels(name).set(stats.dead_by_kind.get(name, 0))
+        age = (now - stats.oldest_due_at).total_seconds() if stats.oldest_due_at else 0.0
+        metrics.JOB_OLDEST_READY_AGE.set(max(0.0, age))
+
+    async def _run_job(self, kind: JobKind, job: ClaimedJob) -> None:
+        ctx = JobContext(
+            services=self.services,
+            job_id=job.id,
+            kind=job.kind,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            scheduled_for=job.run_at,
+            worker_id=self.worker_id,
+        )
+        fields = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        error: BaseException | None = None
+        timed_out = False
+        try:
+            async with asyncio.timeout(kind.timeout) as limit:
+                await kind.handler(ctx, job.payload)
+        except TimeoutError as exc:
+            error, timed_out = exc, limit.expired()
+        except Exception as exc:
+            error = exc
+        self.runs += 1
+        fields["duration_ms"] = round((loop.time() - started) * 1000, 1)
+        if error is None:
+            await self._succeeded(kind, job, fields)
+        else:
+            await self._failed(kind, job, error, timed_out=timed_out, fields=fields)
+
+    async def _succeeded(self, kind: JobKind, job: ClaimedJob, fields: dict[str, object]) -> None:
+        now = utcnow()
+        if kind.is_scheduled and job.unique_key == kind.schedule_key:
+            next_run = kind.next_slot(now)
+            await self._write_outcome(
+                job,
+                "succeeded",
+                lambda s: jobs_repo.reschedule(
+                    s,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    attempt=job.attempts,
+                    now=now,
+                    run_at=next_run,
+                    last_error=None,
+                    reset_attempts=True,
+                    finished=True,
+                ),
+            )
+        else:
+            await self._mark_done(job)
+        logger.debug("job succeeded", extra=log_fields(**fields))
+
+    async def _mark_done(self, job: ClaimedJob) -> None:
+        """Record a success, in one statement with the other successes waiting to be recorded.
+
+        The first waiter writes everything pending while later ones queue on the lock and
+        find their own result written, or write the next batch: a group commit that saves a
+        transaction per job when jobs are short.
+        """
+        metrics.JOB_RUNS.labels(job.kind, "succeeded").inc()
+        done = asyncio.get_running_loop().create_future()
+        self._done_pending.append((job, done))
+        async with self._done_lock:
+            if done.done():
+                return
+            batch, self._done_pending = self._done_pending, []
+            try:
+                owned = await self._with_retries(
+                    lambda s: jobs_repo.mark_done_many(
+                        s,
+                        claims=[(j.id, j.attempts) for j, _ in batch],
+                        worker_id=self.worker_id,
+                        now=utcnow(),
+                    )
+                )
+            except BaseException:
+                # Cancelled mid-write: leave the batch to the next writer (or the lease).
+                self._done_pending[:0] = batch
+                raise
+            for claimed, future in batch:
+                if not future.done():
+                    future.set_result(None)
+                if owned is not None and claimed.id not in owned:
+                    logger.warning(
+                        "job outcome dropped: its lease had expired and it was taken again",
+                        extra=log_fields(job_id=claimed.id, kind=claimed.kind),
+                    )
+
+    async def _failed(
+        self,
+        kind: JobKind,
+        job: ClaimedJob,
+        error: BaseException,
+        *,
+        timed_out: bool,
+        fields: dict[str, object],
+    ) -> None:
+        now = utcnow()
+        text = describe_error(error, timed_out=timed_out, limit=kind.timeout)
+        fields["error"] = text.splitlines()[0]
+        scheduled = kind.is_scheduled and job.unique_key == kind.schedule_key
+        if job.attempts < job.max_attempts:
+            delay = kind.retry_delay(job.attempts, rng=self._rng)
+            run_at = now + timedelta(seconds=delay)
+            outcome = "timed_out" if timed_out else "failed"
+            await self._write_outcome(
+                job,
+                outcome,
+                lambda s: jobs_repo.reschedule(
+                    s,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    attempt=job.attempts,
+                    now=now,
+                    run_at=run_at,
+                    last_error=text,
+                ),
+            )
+            logger.warning(
+                "job failed: will retry",
+                exc_info=error,
+                extra=log_fields(**fields, retry_in_s=round(delay, 3)),
+            )
+        elif scheduled:
+            # A scheduled kind is never dead: it gives this slot up and waits for the next.
+            next_run = kind.next_slot(now)
+            await self._write_outcome(
+                job,
+                "gave_up",
+                lambda s: jobs_repo.reschedule(
+                    s,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    attempt=job.attempts,
+                    now=now,
+                    run_at=next_run,
+                    last_error=text,
+                    reset_attempts=True,
+                    finished=True,
+                ),
+            )
+            logger.error(
+                "scheduled job failed its last attempt: waiting for its next slot",
+                exc_info=error,
+                extra=log_fields(**fields),
+            )
+        else:
+            await self._write_outcome(
+                job,
+                "dead",
+                lambda s: jobs_repo.mark_dead(
+                    s,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    attempt=job.attempts,
+                    now=now,
+                    last_error=text,
+                ),
+            )
+            logger.error(
+                "job is dead: attempts used up", exc_info=error, extra=log_fields(**fields)
+            )
+
+    async def _write_outcome(
+        self,
+        job: ClaimedJob,
+        outcome: str,
+        write: Callable[[AsyncSession], Awaitable[bool]],
+    ) -> None:
+        metrics.JOB_RUNS.labels(job.kind, outcome).inc()
+        owned = await self._with_retries(write)
+        if owned is False:
+            logger.warning(
+                "job outcome dropped: its lease had expired and it was taken again",
+                extra=log_fields(job_id=job.id, kind=job.kind, outcome=outcome),
+            )
+
+    async def _with_retries(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T | None:
+        """Run `write` in a transaction, retrying briefly; None if the database stays away
+        (the lease then runs out and the job runs again, which handlers are written for)."""
+        for delay in (*OUTCOME_WRITE_DELAYS, None):
+            try:
+                async with self.services.db.transaction() as session:
+                    return await write(session)
+            except Exception:
+                if delay is None:
+                    logger.exception(
+                        "could not record a job's outcome: it will run again after its lease",
+                        extra=log_fields(worker_id=self.worker_id),
+                    )
+                    return None
+                await asyncio.sleep(delay)
+        return None  # pragma: no cover - the loop returns
+
+
+def describe_error(error: BaseException, *, timed_out: bool, limit: float) -> str:
+    """`last_error`: a one-line summary, then the traceback; scrubbed like a log line."""
+    if timed_out:
+        summary = f"timed out after {limit:g}s"
+    else:
+        summary = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    summary = summary.splitlines()[0] if summary else type(error).__name__
+    trace = "".join(traceback.format_exception(error))
+    return scrub(f"{summary}\n{trace}")[:MAX_ERROR_CHARS]
+
+
+async def run_worker(
+    services: Services,
+    *,
+    options: WorkerOptions,
+    kinds: Mapping[str, JobKind] | None = None,
+    install_signals: bool = True,
+) -> Worker:
+    """Run a worker in this event loop until SIGTERM/SIGINT (a second signal stops at once)."""
+    worker = Worker(services, options=options, kinds=kinds)
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    return worker

@@ -1,0 +1,169 @@
+"""Fixtures for the job queue: the test kinds' tables, in-process workers, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.conftest import make_settings, server_env
+from tests.jobs import kinds_for_tests
+
+from azora_payments.config import Settings
+from azora_payments.db.models import Job
+from azora_payments.jobs.registry import JobKind, registered_kinds
+from azora_payments.jobs.worker import Worker, WorkerOptions
+from azora_payments.services import Services
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = WorkerOptions(poll_seconds=0.05, lease_margin=0.5, grace_seconds=5.0, recover_seconds=0.2)
+
+
+@pytest.fixture
+async def job_db(database_url: str) -> str:
+    await kinds_for_tests.create_tables(database_url)
+    return database_url
+
+
+@pytest.fixture
+def job_settings(job_db: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        job_db, receipt_storage=str(tmp_path / "receipts"), worker_poll_seconds=0.05
+    )
+
+
+@pytest.fixture
+async def job_services(job_settings: Settings) -> AsyncIterator[Services]:
+    svc = Services(job_settings)
+    yield svc
+    await svc.close()
+
+
+async def jobs_by_id(services: Services, *, all_kinds: bool = False) -> dict[int, Job]:
+    """The jobs by id; only the test kinds' unless `all_kinds` (workers add `jobs.cleanup`)."""
+    query = select(Job).order_by(Job.id)
+    if not all_kinds:
+        query = query.where(Job.kind.startswith("test."))
+    async with services.db.transaction() as session:
+        return {job.id: job for job in (await session.scalars(query)).all()}
+
+
+async def run_until(
+    worker: Worker,
+    done: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 15.0,
+) -> None:
+    """Run `worker` in the background until `done()` holds, then stop it."""
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + timeout
+        while not await done():
+            if task.done():
+                task.result()
+                raise AssertionError("worker stopped early")
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+class WorkerProcess:
+    """`python -m azora_payments.cli worker` with the test kinds, its output in a file."""
+
+    def __init__(self, settings: Settings, log: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log = log
+        environment = server_env(
+            settings,
+            LOG_LEVEL="INFO",
+            WORKER_POLL_SECONDS="0.05",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **env,
+        )
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "azora_payments.cli",
+                    "worker",
+                    "--import",
+                    "tests.jobs.kinds_for_tests",
+                    # Only the test kinds: the service's own scheduled kinds stay out of the way.
+                    "--kinds",
+                    "test.*",
+                    *args,
+                ],
+                cwd=ROOT,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while '"worker started"' not in self.output():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start:\n{self.output()}")
+            time.sleep(0.05)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def worker_process(
+    job_settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, **env: str) -> WorkerProcess:
+        process = WorkerProcess(
+            job_settings, tmp_path / f"worker-{len(started)}.log", list(args), env
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def test_kinds() -> dict[str, JobKind]:
+    return {name: kind for name, kind in registered_kinds().items() if name.startswith("test.")}
+
+
+def fast_worker(
+    services: Services, *, kinds: dict[str, JobKind] | None = None, **changes: Any
+) -> Worker:
+    """An in-process worker polling fast, for the test kinds only (unless `kinds` says)."""
+    return Worker(
+        services, options=replace(FAST, **changes), kinds=test_kinds() if kinds is None else kinds
+    )
