@@ -426,6 +426,19 @@ async def test_expired_keys_are_purged(api: httpx.AsyncClient, stripe_services: 
             .where(IdempotencyKey.id == first_id)
             .values(created_at=utcnow() - timedelta(hours=25))
         )
-    assert await stripe_services.idempotency.purge_expired() == 1
+    # The worker's scheduled job does the purge.
+    from azora_payments.jobs.registry import JobContext, get_kind, import_kind_modules
+
+    import_kind_modules()
+    context = JobContext(
+        services=stripe_services,
+        job_id=0,
+        kind="idempotency.purge",
+        attempt=1,
+        max_attempts=3,
+        scheduled_for=utcnow(),
+        worker_id="test",
+    )
+    await get_kind("idempotency.purge").handler(context, {})
     async with stripe_services.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azora_payments.jobs import cleanup
+from azora_payments.jobs import cleanup, events, idempotency
 
 # Add a line per handler module (receipts, mail, notifications, webhook events, reconciliation).
-MODULES = (cleanup,)
+MODULES = (cleanup, idempotency)
