@@ -1,0 +1,149 @@
+"""Queries on recorded Stripe events (webhook_events), and the lookups that match an event's
+object to one of our payments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import Job, Payment, WebhookEvent
+from azora_payments.db.repositories.upsert import insert_ignore
+
+RECEIVED = "received"
+APPLIED = "applied"
+IGNORED = "ignored"
+PARKED = "parked"
+STATUSES = (RECEIVED, APPLIED, IGNORED, PARKED)
+# Nothing more to do for these: a redelivery or a replay finds them and stops.
+SETTLED = frozenset({APPLIED, IGNORED})
+
+
+async def insert(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Record an event unless its id is already recorded; True when this call recorded it."""
+    return await insert_ignore(session, WebhookEvent, values)
+
+
+async def get(
+    session: AsyncSession, event_id: str, *, for_update: bool = False
+) -> WebhookEvent | None:
+    query = select(WebhookEvent).where(WebhookEvent.id == event_id)
+    if for_update:
+        query = query.with_for_update()
+    result: WebhookEvent | None = (await session.scalars(query)).first()
+    return result
+
+
+async def newest_created(session: AsyncSession) -> datetime | None:
+    result: datetime | None = await session.scalar(select(func.max(WebhookEvent.stripe_created)))
+    return result
+
+
+async def listing(
+    session: AsyncSession, *, status: str | None, limit: int
+) -> Sequence[WebhookEvent]:
+    query = select(WebhookEvent)
+    if status is not None:
+        query = query.where(WebhookEvent.status == status)
+    query = query.order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def ids_with_status(session: AsyncSession, status: str) -> Sequence[str]:
+    query = (
+        select(WebhookEvent.id)
+        .where(WebhookEvent.status == status)
+        .order_by(WebhookEvent.stripe_created, WebhookEvent.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def note_failure(
+    session: AsyncSession, *, event_id: str, error: str, park: bool, now: datetime
+) -> None:
+    """Count a failed apply; `park` it when the queue gives up. Applied events stay applied."""
+    values: dict[str, Any] = {
+        "attempts": WebhookEvent.attempts + 1,
+        "last_error": error,
+    }
+    if park:
+        values["status"] = PARKED
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status.not_in(SETTLED))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def park_where_job_dead(session: AsyncSession, *, apply_kind: str) -> Sequence[str]:
+    """Events still `received` whose apply job is dead without the handler having parked them
+    (its lease ran out on the last attempt): park them so operators see them."""
+    dead = select(Job.unique_key).where(Job.kind == apply_kind, Job.status == "dead")
+    ids = (
+        await session.scalars(
+            select(WebhookEvent.id).where(
+                WebhookEvent.status == RECEIVED, WebhookEvent.id.in_(dead)
+            )
+        )
+    ).all()
+    if ids:
+        await session.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_(ids))
+            .values(status=PARKED)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+async def reopen(session: AsyncSession, event_id: str) -> None:
+    """A parked event goes back to `received` for a replay."""
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.status == PARKED)
+        .values(status=RECEIVED)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def rearm_job(session: AsyncSession, *, unique_key: str, now: datetime) -> bool:
+    """Put the finished (done or dead) job with `unique_key` back to ready, attempts reset;
+    False when there is none (the caller enqueues a new one) or it is still queued/running."""
+    result: Any = await session.execute(
+        update(Job)
+        .where(Job.unique_key == unique_key, Job.status.in_(("done", "dead")))
+        .values(
+            status="ready",
+            attempts=0,
+            run_at=now,
+            finished_at=None,
+            locked_by=None,
+            locked_until=None,
+            last_error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+async def job_exists(session: AsyncSession, unique_key: str) -> bool:
+    found = await session.scalar(select(Job.id).where(Job.unique_key == unique_key))
+    return found is not None
+
+
+# ------------------------------------------------------------------ matching objects to payments
+
+
+async def payment_by_charge(
+    session: AsyncSession, charge_id: str, *, for_update: bool = False
+) -> Payment | None:
+    query = select(Payment).where(Payment.stripe_charge_id == charge_id)
+    if for_update:
+        query = query.with_for_update()
+    result: Payment | None = (await session.scalars(query)).first()
+    return result

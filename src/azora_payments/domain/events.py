@@ -1,0 +1,533 @@
+"""Stripe events: verified and recorded on arrival, then applied exactly once, by a job, through
+the `settle_*` functions that reconciliation reuses.
+
+    webhook ─► verify (raw body, every secret) ─► [event row + apply job, one transaction] ─► 200
+    job     ─► lock event, lock payment ─► settle_* ─► [changes + event `applied`, one transaction]
+
+Ordering rules, so that any order, duplication or delay of events ends in the same state:
+
+- a payment's status only moves forward (`domain.payments.apply_intent`);
+- a refund's status only moves forward (pending < requires_action < succeeded < failed/canceled:
+  a succeeded refund can still fail at the bank), and its amount is Stripe's;
+- `amount_refunded` is recomputed from the refund rows (pending or succeeded ones, as Stripe
+  counts), never by adding events up, so a replayed event cannot count twice;
+- `disputed` only becomes true; `dispute_status` only moves forward
+  (needs_response < under_review < won/lost/warning_closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import Payment, Refund
+from azora_payments.db.repositories import events as events_repo
+from azora_payments.db.repositories import methods as methods_repo
+from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.db.repositories import refunds as refunds_repo
+from azora_payments.db.session import Database
+from azora_payments.db.types import utcnow
+from azora_payments.domain import audit
+from azora_payments.domain.payments import apply_intent
+from azora_payments.errors import InternalError, InvalidSignature
+from azora_payments.ids import new_id
+from azora_payments.jobs.queue import enqueue
+from azora_payments.logs import log_fields
+from azora_payments.metrics import WEBHOOK_EVENTS
+from azora_payments.stripe_gateway import (
+    StripeGateway,
+    StripeIntent,
+    StripeRefund,
+    intent_from_object,
+    refund_from_object,
+)
+
+logger = logging.getLogger(__name__)
+
+APPLY_KIND = "stripe.event.apply"
+
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+        "payment_intent.canceled",
+    }
+)
+REFUND_EVENTS = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+CHARGE_REFUNDED = "charge.refunded"
+DISPUTE_EVENTS = frozenset(
+    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+METHOD_EVENTS = frozenset(
+    {"payment_method.attached", "payment_method.detached", "payment_method.updated"}
+)
+HANDLED = INTENT_EVENTS | REFUND_EVENTS | DISPUTE_EVENTS | METHOD_EVENTS | {CHARGE_REFUNDED}
+
+_REFUND_RANK = {"pending": 0, "requires_action": 1, "succeeded": 2, "failed": 3, "canceled": 3}
+# What `amount_refunded` counts, as Stripe does: money that is or will be returned.
+COUNTED_REFUNDS = frozenset({"pending", "succeeded"})
+_DISPUTE_RANK = {
+    "warning_needs_response": 0,
+    "needs_response": 0,
+    "warning_under_review": 1,
+    "under_review": 1,
+    "won": 2,
+    "lost": 2,
+    "warning_closed": 2,
+}
+
+
+# ------------------------------------------------------------------ ingest
+
+
+async def ingest(
+    *,
+    db: Database,
+    stripe: StripeGateway,
+    secrets: list[str],
+    payload: bytes,
+    signature: str | None,
+) -> str:
+    """Verify and durably record one delivery; what happened to it: `recorded`, `duplicate`
+    or `ignored_livemode`. Never waits on Stripe and never applies the event."""
+    if not signature:
+        WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        raise InvalidSignature()
+    try:
+        event = stripe.verify_event(payload, signature, secrets)
+    except InvalidSignature:
+        WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        raise
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not isinstance(event_type, str):
+        WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        raise InvalidSignature("The body is not a Stripe event.")
+    if bool(event.get("livemode")) != stripe.livemode:
+        # A test-mode event at a live endpoint (or the reverse): never ours to apply.
+        WEBHOOK_EVENTS.labels(event_type, "livemode_mismatch").inc()
+        logger.info("stripe event ignored: livemode mismatch", extra=log_fields(event=event_id))
+        return "ignored_livemode"
+    try:
+        async with db.transaction() as session:
+            recorded = await record_event(session, event, source="webhook")
+    except Exception:
+        # Not recorded means not acknowledged: a 500 makes Stripe deliver it again.
+        WEBHOOK_EVENTS.labels(event_type, "record_failed").inc()
+        logger.exception("stripe event not recorded", extra=log_fields(event=event_id))
+        raise InternalError("The event could not be recorded.") from None
+    outcome = "recorded" if recorded else "duplicate"
+    WEBHOOK_EVENTS.labels(event_type, outcome).inc()
+    return outcome
+
+
+async def record_event(session: AsyncSession, event: dict[str, Any], *, source: str) -> bool:
+    """Record `event` and queue its apply job in the caller's transaction; False when its id was
+    already recorded (a duplicate: nothing queued)."""
+    obj = _object(event)
+    now = utcnow()
+    inserted = await events_repo.insert(
+        session,
+        {
+            "id": event["id"],
+            "type": str(event["type"])[:64],
+            "livemode": bool(event.get("livemode")),
+            "api_version": _str(event.get("api_version"), 32),
+            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+            "object_id": _str(obj.get("id"), 255),
+            "payload": event,
+            "status": events_repo.RECEIVED,
+            "attempts": 0,
+            "source": source,
+            "received_at": now,
+        },
+    )
+    if inserted:
+        await enqueue(
+            session, kind=APPLY_KIND, payload={"event_id": event["id"]}, unique_key=event["id"]
+        )
+    return inserted
+
+
+# ------------------------------------------------------------------ apply
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying one event did: `applied` (it concerned one of ours) or `ignored`."""
+
+    status: str
+    changes: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+
+async def apply_recorded(db: Database, event_id: str) -> Applied | None:
+    """Apply a recorded event, once: its effects and its `applied` mark commit together, and an
+    event already applied (or ignored) is left alone. None when no such event is recorded."""
+    async with db.transaction() as session:
+        row = await events_repo.get(session, event_id, for_update=True)
+        if row is None:
+            logger.warning(
+                "stripe event to apply is not recorded", extra=log_fields(event=event_id)
+            )
+            return None
+        if row.status in events_repo.SETTLED:
+            return Applied(row.status, reason="already done")
+        result = await apply_event(session, row.payload)
+        row.status = result.status
+        row.attempts += 1
+        row.applied_at = utcnow()
+        row.last_error = None
+        event_type = row.type
+    WEBHOOK_EVENTS.labels(event_type, result.status).inc()
+    if result.status == events_repo.IGNORED:
+        logger.info(
+            "stripe event ignored",
+            extra=log_fields(event=event_id, type=event_type, reason=result.reason),
+        )
+    return result
+
+
+async def note_failure(db: Database, event_id: str, *, error: str, park: bool) -> None:
+    """An apply attempt failed (its own transaction rolled back): count it, and park the event
+    when the queue will not try again."""
+    async with db.transaction() as session:
+        await events_repo.note_failure(
+            session, event_id=event_id, error=error, park=park, now=utcnow()
+        )
+    if park:
+        logger.error("stripe event parked", extra=log_fields(event=event_id))
+
+
+async def apply_event(session: AsyncSession, event: dict[str, Any]) -> Applied:
+    """The one place an event's type decides what changes, in the caller's transaction."""
+    event_type = str(event.get("type"))
+    obj = _object(event)
+    created = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+    if event_type in INTENT_EVENTS:
+        intent = intent_from_object(obj)
+        payment = await find_payment(
+            session, intent_id=intent.id, payment_id=intent.metadata.get("azora_payment_id")
+        )
+        if payment is None:
+            return _unknown(obj)
+        return Applied(events_repo.APPLIED, await settle_intent(session, payment, intent))
+    if event_type in REFUND_EVENTS:
+        refund = refund_from_object(obj)
+        payment = await _payment_of_refund(session, refund)
+        if payment is None:
+            return _unknown(obj)
+        return Applied(events_repo.APPLIED, await settle_refund(session, payment, refund))
+    if event_type == CHARGE_REFUNDED:
+        payment = await find_payment(
+            session,
+            intent_id=_id_of(obj.get("payment_intent")),
+            payment_id=(obj.get("metadata") or {}).get("azora_payment_id"),
+            charge_id=_id_of(obj.get("id")),
+        )
+        if payment is None:
+            return _unknown(obj)
+        if payment.stripe_charge_id is None:
+            payment.stripe_charge_id = _id_of(obj.get("id"))
+        changes: list[str] = []
+        # Newer API versions leave `refunds` out of the Charge; then the refund.* events (and
+        # reconciliation) bring the refunds, and this event has nothing of its own to add.
+        for item in (obj.get("refunds") or {}).get("data") or []:
+            changes += await settle_refund(session, payment, refund_from_object(item))
+        return Applied(events_repo.APPLIED, changes)
+    if event_type in DISPUTE_EVENTS:
+        payment = await find_payment(
+            session,
+            intent_id=_id_of(obj.get("payment_intent")),
+            charge_id=_id_of(obj.get("charge")),
+        )
+        if payment is None:
+            return _unknown(obj)
+        changes = await settle_dispute(
+            session, payment, dispute_id=str(obj.get("id")), status=str(obj.get("status"))
+        )
+        return Applied(events_repo.APPLIED, changes)
+    if event_type in METHOD_EVENTS:
+        return await settle_payment_method(session, event_type, obj, created=created)
+    return Applied(events_repo.IGNORED, reason=f"type {event_type} is not handled")
+
+
+def _unknown(obj: dict[str, Any]) -> Applied:
+    return Applied(events_repo.IGNORED, reason=f"no payment of ours for {obj.get('id')}")
+
+
+async def find_payment(
+    session: AsyncSession,
+    *,
+    intent_id: str | None = None,
+    payment_id: str | None = None,
+    charge_id: str | None = None,
+) -> Payment | None:
+    """The payment an object belongs to, locked: by PaymentIntent id, then by the
+    `azora_payment_id` we put in its metadata (an event that beats our own record of the intent
+    id), then by charge id."""
+    if intent_id:
+        payment = await payments_repo.get_by_intent(session, intent_id, for_update=True)
+        if payment is not None:
+            return payment
+    if payment_id:
+        payment = await payments_repo.get(session, payment_id, for_update=True)
+        # A different intent claiming our payment id is not ours to apply.
+        if payment is not None and (
+            intent_id is None or payment.stripe_payment_intent_id in (None, intent_id)
+        ):
+            return payment
+    if charge_id:
+        return await events_repo.payment_by_charge(session, charge_id, for_update=True)
+    return None
+
+
+async def _payment_of_refund(session: AsyncSession, refund: StripeRefund) -> Payment | None:
+    payment = await find_payment(session, intent_id=refund.payment_intent)
+    if payment is not None:
+        return payment
+    ours = refund.metadata.get("azora_refund_id")
+    if ours:
+        row = await refunds_repo.get(session, ours)
+        if row is not None:
+            return await payments_repo.get(session, row.payment_id, for_update=True)
+    return await find_payment(session, charge_id=refund.charge)
+
+
+# ------------------------------------------------------------------ settle: shared with reconcile
+
+
+async def settle_intent(session: AsyncSession, payment: Payment, intent: StripeIntent) -> list[str]:
+    """Bring a locked payment forward to what Stripe's PaymentIntent says."""
+    previous = payment.status
+    if not apply_intent(session, payment, intent, actor=audit.STRIPE):
+        return []
+    await on_payment_status(session, payment, previous=previous)
+    return [f"{payment.id}: {previous} -> {payment.status}"]
+
+
+async def settle_refund(session: AsyncSession, payment: Payment, refund: StripeRefund) -> list[str]:
+    """Record or update the refund Stripe describes, then recompute `amount_refunded` from the
+    rows. A refund made in Stripe's dashboard becomes a refund of the payment (`created_by`
+    stripe)."""
+    changes: list[str] = []
+    row = await refunds_repo.get_by_stripe_id(session, refund.id)
+    ours = refund.metadata.get("azora_refund_id")
+    id_free = True
+    if row is None and ours:
+        row = await refunds_repo.get(session, ours)
+        id_free = row is None
+        if row is not None and row.payment_id != payment.id:
+            row = None  # metadata pointing elsewhere: trust Stripe's object, not the label
+    now = utcnow()
+    if row is None:
+        row = Refund(
+            # Our own refund whose row is missing keeps the id Stripe carries for it.
+            id=ours if ours and id_free else new_id("rf"),
+            payment_id=payment.id,
+            amount=refund.amount,
+            currency=refund.currency,
+            status=refund.status,
+            reason=refund.reason,
+            stripe_refund_id=refund.id,
+            failure_reason=refund.failure_reason,
+            created_by=audit.STRIPE_ACTOR,
+            created_at=now,
+            updated_at=now,
+        )
+        refunds_repo.add(session, row)
+        audit.record(
+            session,
+            actor=audit.STRIPE,
+            action="refund.created",
+            payment_id=payment.id,
+            details={
+                "refund_id": row.id,
+                "stripe_refund_id": refund.id,
+                "amount": refund.amount,
+                "status": refund.status,
+                "made_in_stripe": ours is None,
+            },
+        )
+        changes.append(f"{payment.id}: refund {row.id} recorded ({refund.status})")
+        await on_refund_status(session, payment, row, previous=None)
+    else:
+        if row.stripe_refund_id is None:
+            row.stripe_refund_id = refund.id
+        if row.amount != refund.amount:
+            row.amount = refund.amount  # Stripe's amount is the truth
+            row.updated_at = now
+        if _refund_may_move(row.status, refund.status):
+            previous = row.status
+            row.status = refund.status
+            if refund.failure_reason:
+                row.failure_reason = refund.failure_reason
+            row.updated_at = now
+            audit.record(
+                session,
+                actor=audit.STRIPE,
+                action=f"refund.{refund.status}",
+                payment_id=payment.id,
+                details={"refund_id": row.id, "from": previous, "stripe_refund_id": refund.id},
+            )
+            changes.append(f"{payment.id}: refund {row.id} {previous} -> {refund.status}")
+            await on_refund_status(session, payment, row, previous=previous)
+    changes += await _recount_refunded(session, payment)
+    return changes
+
+
+def _refund_may_move(current: str, new: str) -> bool:
+    if current == new or new not in _REFUND_RANK:
+        return False
+    return _REFUND_RANK[new] > _REFUND_RANK.get(current, -1)
+
+
+async def _recount_refunded(session: AsyncSession, payment: Payment) -> list[str]:
+    rows = await refunds_repo.of_payment(session, payment.id)
+    total = sum(r.amount for r in rows if r.status in COUNTED_REFUNDS)
+    if total == payment.amount_refunded:
+        return []
+    previous = payment.amount_refunded
+    payment.amount_refunded = total
+    payment.updated_at = utcnow()
+    return [f"{payment.id}: amount_refunded {previous} -> {total}"]
+
+
+async def settle_dispute(
+    session: AsyncSession, payment: Payment, *, dispute_id: str, status: str
+) -> list[str]:
+    """`disputed` becomes true and stays; `dispute_status` moves forward only."""
+    changes: list[str] = []
+    first = not payment.disputed
+    previous = payment.dispute_status
+    moves = status in _DISPUTE_RANK and (
+        previous is None or _DISPUTE_RANK[status] > _DISPUTE_RANK.get(previous, -1)
+    )
+    if not first and not moves:
+        return changes
+    payment.disputed = True
+    if moves:
+        payment.dispute_status = status
+    payment.updated_at = utcnow()
+    audit.record(
+        session,
+        actor=audit.STRIPE,
+        action="payment.disputed" if first else "payment.dispute_updated",
+        payment_id=payment.id,
+        details={"dispute_id": dispute_id, "status": payment.dispute_status, "from": previous},
+    )
+    changes.append(f"{payment.id}: dispute {previous} -> {payment.dispute_status}")
+    await on_dispute(session, payment, previous_status=previous, first=first)
+    return changes
+
+
+async def settle_payment_method(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], *, created: datetime
+) -> Applied:
+    """Keep saved cards in line with Stripe. Attaching needs nothing: a card is saved only when
+    its owner asks (`/methods/save` or `save_payment_method`), not whenever Stripe attaches it."""
+    pm_id = str(obj.get("id"))
+    row = await methods_repo.get(session, pm_id)
+    if row is None:
+        return Applied(events_repo.IGNORED, reason=f"payment method {pm_id} is not saved here")
+    if event_type == "payment_method.detached":
+        # A detach older than the row is from before the card was saved again: keep it. Events
+        # carry whole seconds, so a detach in the saving second still removes the row.
+        if row.created_at >= created + timedelta(seconds=1):
+            return Applied(events_repo.APPLIED, reason="detach older than the saved card")
+        await methods_repo.remove(session, pm_id)
+        audit.record(
+            session,
+            actor=audit.STRIPE,
+            action="payment_method.detached",
+            details={"payment_method_id": pm_id, "user_id": row.user_id},
+        )
+        return Applied(events_repo.APPLIED, [f"{pm_id}: removed (detached in Stripe)"])
+    if event_type == "payment_method.updated":
+        card = obj.get("card") or {}
+        fresh = {
+            "brand": card.get("brand", row.brand),
+            "last4": card.get("last4", row.last4),
+            "exp_month": card.get("exp_month", row.exp_month),
+            "exp_year": card.get("exp_year", row.exp_year),
+        }
+        if all(getattr(row, k) == v for k, v in fresh.items()):
+            return Applied(events_repo.APPLIED)
+        for key, value in fresh.items():
+            setattr(row, key, value)
+        audit.record(
+            session,
+            actor=audit.STRIPE,
+            action="payment_method.updated",
+            details={"payment_method_id": pm_id, "user_id": row.user_id},
+        )
+        return Applied(events_repo.APPLIED, [f"{pm_id}: card details refreshed"])
+    return Applied(events_repo.APPLIED)
+
+
+# ------------------------------------------------------------------ hooks for what follows a change
+#
+# Every change learnt from Stripe (webhook or reconciliation) passes here, in the transaction
+# that makes it, so a job enqueued here (receipt, e-mail, notification to the product) commits
+# with the change or not at all. Use `jobs.enqueue(session, …, unique_key=…)`.
+
+
+async def on_payment_status(session: AsyncSession, payment: Payment, *, previous: str) -> None:
+    """A payment moved from `previous` to `payment.status` (succeeded, failed, canceled,
+    requires_action, processing)."""
+    logger.info(
+        "payment status changed",
+        extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
+    )
+
+
+async def on_refund_status(
+    session: AsyncSession, payment: Payment, refund: Refund, *, previous: str | None
+) -> None:
+    """A refund was first seen (`previous` None) or moved (to succeeded, failed, canceled…)."""
+    logger.info(
+        "refund status changed",
+        extra=log_fields(
+            payment_id=payment.id, refund_id=refund.id, previous=previous, status=refund.status
+        ),
+    )
+
+
+async def on_dispute(
+    session: AsyncSession, payment: Payment, *, previous_status: str | None, first: bool
+) -> None:
+    """A payment was disputed (`first`) or its dispute moved on."""
+    logger.info(
+        "payment dispute changed",
+        extra=log_fields(
+            payment_id=payment.id, previous=previous_status, status=payment.dispute_status
+        ),
+    )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def _str(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if value is not None else None
