@@ -31,7 +31,7 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit
+from azora_payments.domain import audit, outcomes
 from azora_payments.domain.payments import apply_intent
 from azora_payments.errors import InternalError, InvalidSignature
 from azora_payments.ids import new_id
@@ -307,9 +307,8 @@ async def _payment_of_refund(session: AsyncSession, refund: StripeRefund) -> Pay
 async def settle_intent(session: AsyncSession, payment: Payment, intent: StripeIntent) -> list[str]:
     """Bring a locked payment forward to what Stripe's PaymentIntent says."""
     previous = payment.status
-    if not apply_intent(session, payment, intent, actor=audit.STRIPE):
+    if not await apply_intent(session, payment, intent, actor=audit.STRIPE):
         return []
-    await on_payment_status(session, payment, previous=previous)
     return [f"{payment.id}: {previous} -> {payment.status}"]
 
 
@@ -357,7 +356,7 @@ async def settle_refund(session: AsyncSession, payment: Payment, refund: StripeR
             },
         )
         changes.append(f"{payment.id}: refund {row.id} recorded ({refund.status})")
-        await on_refund_status(session, payment, row, previous=None)
+        await outcomes.refund_status_changed(session, payment, row, previous=None)
     else:
         if row.stripe_refund_id is None:
             row.stripe_refund_id = refund.id
@@ -378,7 +377,7 @@ async def settle_refund(session: AsyncSession, payment: Payment, refund: StripeR
                 details={"refund_id": row.id, "from": previous, "stripe_refund_id": refund.id},
             )
             changes.append(f"{payment.id}: refund {row.id} {previous} -> {refund.status}")
-            await on_refund_status(session, payment, row, previous=previous)
+            await outcomes.refund_status_changed(session, payment, row, previous=previous)
     changes += await _recount_refunded(session, payment)
     return changes
 
@@ -424,7 +423,7 @@ async def settle_dispute(
         details={"dispute_id": dispute_id, "status": payment.dispute_status, "from": previous},
     )
     changes.append(f"{payment.id}: dispute {previous} -> {payment.dispute_status}")
-    await on_dispute(session, payment, previous_status=previous, first=first)
+    await outcomes.dispute_changed(session, payment, previous_status=previous, first=first)
     return changes
 
 
@@ -470,46 +469,6 @@ async def settle_payment_method(
         )
         return Applied(events_repo.APPLIED, [f"{pm_id}: card details refreshed"])
     return Applied(events_repo.APPLIED)
-
-
-# ------------------------------------------------------------------ hooks for what follows a change
-#
-# Every change learnt from Stripe (webhook or reconciliation) passes here, in the transaction
-# that makes it, so a job enqueued here (receipt, e-mail, notification to the product) commits
-# with the change or not at all. Use `jobs.enqueue(session, …, unique_key=…)`.
-
-
-async def on_payment_status(session: AsyncSession, payment: Payment, *, previous: str) -> None:
-    """A payment moved from `previous` to `payment.status` (succeeded, failed, canceled,
-    requires_action, processing)."""
-    logger.info(
-        "payment status changed",
-        extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
-    )
-
-
-async def on_refund_status(
-    session: AsyncSession, payment: Payment, refund: Refund, *, previous: str | None
-) -> None:
-    """A refund was first seen (`previous` None) or moved (to succeeded, failed, canceled…)."""
-    logger.info(
-        "refund status changed",
-        extra=log_fields(
-            payment_id=payment.id, refund_id=refund.id, previous=previous, status=refund.status
-        ),
-    )
-
-
-async def on_dispute(
-    session: AsyncSession, payment: Payment, *, previous_status: str | None, first: bool
-) -> None:
-    """A payment was disputed (`first`) or its dispute moved on."""
-    logger.info(
-        "payment dispute changed",
-        extra=log_fields(
-            payment_id=payment.id, previous=previous_status, status=payment.dispute_status
-        ),
-    )
 
 
 # ------------------------------------------------------------------ helpers

@@ -195,8 +195,8 @@ async def _charge(
         assert payment is not None
         if declined is not None:
             if declined.intent is not None:
-                apply_intent(session, payment, declined.intent, actor=actor)
-            mark_failed(
+                await apply_intent(session, payment, declined.intent, actor=actor)
+            await mark_failed(
                 session,
                 payment,
                 PaymentError(declined.code, declined.decline_code, declined.title),
@@ -204,7 +204,7 @@ async def _charge(
             )
         else:
             assert intent is not None
-            apply_intent(session, payment, intent, actor=actor)
+            await apply_intent(session, payment, intent, actor=actor)
         if payment.status == "succeeded" and payment.save_payment_method:
             await _remember_card(session, payment)
         refunds = await payments_repo.refunds_of(session, [payment.id])

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import AuditRecord, Payment, Receipt, Refund
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit
+from azora_payments.domain import audit, outcomes
 from azora_payments.stripe_gateway import PaymentError, StripeIntent
 
 FINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -54,7 +54,7 @@ def may_move(current: str, new: str) -> bool:
     return _RANK[new] > _RANK[current]
 
 
-def apply_intent(
+async def apply_intent(
     session: AsyncSession, payment: Payment, intent: StripeIntent, *, actor: audit.Actor
 ) -> bool:
     """Bring `payment` forward to what `intent` says; True when its status changed."""
@@ -83,10 +83,11 @@ def apply_intent(
         payment_id=payment.id,
         details={"from": previous, "stripe_payment_intent_id": intent.id},
     )
+    await outcomes.payment_status_changed(session, payment, previous=previous)
     return True
 
 
-def mark_failed(
+async def mark_failed(
     session: AsyncSession, payment: Payment, error: PaymentError, *, actor: audit.Actor
 ) -> bool:
     """A decline told by Stripe's error answer rather than by an intent snapshot."""
@@ -104,6 +105,7 @@ def mark_failed(
         payment_id=payment.id,
         details={"from": previous, "code": error.code, "decline_code": error.decline_code},
     )
+    await outcomes.payment_status_changed(session, payment, previous=previous)
     return True
 
 

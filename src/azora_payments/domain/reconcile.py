@@ -159,10 +159,9 @@ async def settle_stale_payments(
                 continue
             if intent is None:
                 previous = locked.status
-                if locked.stripe_payment_intent_id is None and mark_failed(
+                if locked.stripe_payment_intent_id is None and await mark_failed(
                     session, locked, UNREACHABLE, actor=audit.SYSTEM
                 ):
-                    await events.on_payment_status(session, locked, previous=previous)
                     report.changes.append(
                         f"{locked.id}: {previous} -> failed (no PaymentIntent at Stripe)"
                     )

@@ -1,0 +1,48 @@
+"""What follows a change of a payment, a refund or a dispute: every such change passes here,
+in the transaction that makes it, whether it was learnt from the API's own call to Stripe, a
+webhook or reconciliation. A job enqueued here (receipt, e-mail, notification to the product)
+commits with the change or not at all: use `jobs.enqueue(session, …, unique_key=…)`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.db.models import Payment, Refund
+from azora_payments.logs import log_fields
+
+logger = logging.getLogger(__name__)
+
+
+async def payment_status_changed(session: AsyncSession, payment: Payment, *, previous: str) -> None:
+    """A payment moved from `previous` to `payment.status`."""
+    logger.info(
+        "payment status changed",
+        extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
+    )
+
+
+async def refund_status_changed(
+    session: AsyncSession, payment: Payment, refund: Refund, *, previous: str | None
+) -> None:
+    """A refund was first seen (`previous` None) or moved (to succeeded, failed, canceled…)."""
+    logger.info(
+        "refund status changed",
+        extra=log_fields(
+            payment_id=payment.id, refund_id=refund.id, previous=previous, status=refund.status
+        ),
+    )
+
+
+async def dispute_changed(
+    session: AsyncSession, payment: Payment, *, previous_status: str | None, first: bool
+) -> None:
+    """A payment was disputed (`first`) or its dispute moved on."""
+    logger.info(
+        "payment dispute changed",
+        extra=log_fields(
+            payment_id=payment.id, previous=previous_status, status=payment.dispute_status
+        ),
+    )
