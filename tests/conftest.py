@@ -342,6 +342,7 @@ async def app_client(
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
     finally:
+        await svc.limiter.close()  # until Services.close() does it
         await svc.close()
 
 

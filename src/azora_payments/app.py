@@ -66,5 +66,6 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         EdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
+        rate_limit_ip=settings.rate_limit_ip,
     )
     return app

@@ -35,28 +35,40 @@ class User:
 
 
 class JwksCache:
-    """Fetches the JWKS document and keeps it; refetches at most once per `refresh_floor` on an
-    unknown `kid`, so a rotated key is picked up without letting tokens hammer the issuer."""
+    """Fetches the JWKS document and keeps it for `ttl`; on an unknown `kid` (a rotated key) it
+    refetches, but at most once per `refresh_floor`, failed attempts included, so that tokens
+    cannot make us hammer the issuer. When the issuer is down, the keys we have keep serving."""
 
     def __init__(self, url: str, *, ttl: float, refresh_floor: float = 30.0) -> None:
         self.url = url
         self.ttl = ttl
         self.refresh_floor = refresh_floor
         self._keys: dict[str, Any] = {}
-        self._fetched_at = 0.0
+        # None until the first fetch: monotonic time starts near zero on a freshly booted host.
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
 
-    async def key_for(self, kid: str | None) -> Any:
+    def _known(self, kid: str | None) -> bool:
+        return kid in self._keys if kid is not None else len(self._keys) == 1
+
+    def _needs_fetch(self, kid: str | None) -> bool:
         now = time.monotonic()
-        stale = now - self._fetched_at > self.ttl
-        unknown = kid not in self._keys and now - self._fetched_at > self.refresh_floor
-        if stale or unknown or not self._keys:
+        if self._attempted_at is None:
+            return True
+        if now - self._attempted_at <= min(self.refresh_floor, self.ttl):
+            return False
+        stale = self._fetched_at is None or now - self._fetched_at > self.ttl
+        return stale or not self._known(kid)
+
+    async def key_for(self, kid: str | None) -> Any:
+        if self._needs_fetch(kid):
             async with self._lock:
-                if time.monotonic() - self._fetched_at > min(self.refresh_floor, self.ttl):
+                if self._needs_fetch(kid):  # another request may have fetched meanwhile
                     await self._fetch()
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
-        if kid not in self._keys:
+        if kid is None or kid not in self._keys:
             raise InvalidToken("unknown key id")
         return self._keys[kid]
 
@@ -66,15 +78,18 @@ class JwksCache:
                 response = await client.get(self.url)
                 response.raise_for_status()
                 document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            if not isinstance(document, dict):
+                raise ValueError("a JWKS document is a JSON object")
+            jwks = jwt.PyJWKSet.from_dict(document)
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            # Stamped only once the attempt is over: requests arriving meanwhile must queue on
+            # the lock for its result, not conclude that there is nothing to wait for.
+            self._attempted_at = time.monotonic()
             if self._keys:
                 return  # keep serving the keys we have
             raise InvalidToken("signing keys unavailable") from exc
-        keys = {}
-        for jwk in jwt.PyJWKSet.from_dict(document).keys:
-            keys[jwk.key_id or ""] = jwk.key
-        self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._keys = {jwk.key_id or "": jwk.key for jwk in jwks.keys}
+        self._fetched_at = self._attempted_at = time.monotonic()
 
 
 class TokenVerifier:
@@ -117,7 +132,9 @@ class TokenVerifier:
                 leeway=self.leeway,
                 options=options,
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError) as exc:
+            # TypeError: a key of another type than the token's algorithm (an EC key in the JWKS
+            # under the kid of an RS256 token); a bad token, not our failure.
             raise InvalidToken(str(exc)) from exc
         return _user_from_claims(claims)
 

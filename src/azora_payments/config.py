@@ -16,6 +16,15 @@ DEFAULT_CURRENCIES = (
     "usd,eur,gbp,cad,aud,chf,jpy,krw,inr,bhd,kwd,jod,omr,tnd,nzd,sgd,hkd,sek,nok,dkk,pln,czk,"
     "huf,ron,bgn,mxn,brl,zar,aed,ils,thb,myr,php,idr,twd,vnd,clp,xof,xaf"
 )
+DATABASE_URL_PREFIXES = (
+    "sqlite://",
+    "sqlite+aiosqlite://",
+    "postgres://",
+    "postgresql://",
+    "postgresql+asyncpg://",
+    "postgresql+psycopg://",
+    "postgresql+psycopg2://",
+)
 PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "example", "secret", "xxxx")
 
 Environment = Literal["dev", "test", "production"]
@@ -107,8 +116,49 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+        # Only drivers the service can run on: anything else would fail later, with a traceback.
+        if not value.startswith(DATABASE_URL_PREFIXES):
             raise ValueError("must be postgresql://… or sqlite:///…")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or network") from None
+        return value
+
+    @field_validator("rate_limit_user", "rate_limit_ip", "rate_limit_receipt_email")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            item = parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate like 120/minute") from None
+        if item.amount < 1:
+            raise ValueError(f"{value!r} allows no request at all")
+        return value
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # A PEM in one environment variable line often comes with its newlines escaped.
+        value = value.replace("\\n", "\n").strip()
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        try:
+            load_pem_public_key(value.encode())
+        except (ValueError, TypeError):
+            raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----…)") from None
         return value
 
     @model_validator(mode="after")
@@ -122,11 +172,18 @@ class Settings(BaseSettings):
         for alg in algorithms:
             if alg not in ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"):
                 raise ValueError(f"JWT_ALGORITHMS: unsupported algorithm {alg!r}")
-        if any(a.startswith("HS") for a in algorithms) and any(
-            not a.startswith("HS") for a in algorithms
-        ):
+        hmac = any(a.startswith("HS") for a in algorithms)
+        if hmac and any(not a.startswith("HS") for a in algorithms):
             # One key, one family: mixing would let a public key be used as an HMAC secret.
             raise ValueError("JWT_ALGORITHMS: do not mix HMAC and public-key algorithms")
+        if self.jwt_secret and (self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError("JWT_SECRET: set either it or JWT_PUBLIC_KEY / JWT_JWKS_URL, not both")
+        if hmac and (self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError("JWT_ALGORITHMS: HS* verifies with JWT_SECRET, not a public key")
+        if not hmac and self.jwt_secret:
+            raise ValueError("JWT_ALGORITHMS: RS*/ES* need JWT_PUBLIC_KEY or JWT_JWKS_URL")
+        if self.jwt_public_key:
+            _check_key_fits(self.jwt_public_key, algorithms)
         if self.environment == "dev":
             return self
         if not self.stripe_secret_key:
@@ -165,6 +222,18 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith(("postgres", "postgresql"))
+
+
+def _check_key_fits(pem: str, algorithms: list[str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(pem.encode())
+    for alg in algorithms:
+        kind = {"RS": RSAPublicKey, "ES": EllipticCurvePublicKey}[alg[:2]]
+        if not isinstance(key, kind):
+            raise ValueError(f"JWT_PUBLIC_KEY: this key cannot verify {alg} tokens")
 
 
 def _looks_placeholder(secret: str) -> bool:

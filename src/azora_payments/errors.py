@@ -21,7 +21,7 @@ Every error the service shows a client is an `AzoraError` with a status and a st
     ├── Conflict (409)                       conflict
     │   ├── IdempotencyRequestInProgress     idempotency_request_in_progress
     │   ├── PaymentNotRefundable             payment_not_refundable
-    │   └── RefundRefused                    charge_disputed, charge_already_refunded, …
+    │   └── RefundRefused                    refund_refused, or Stripe's: charge_disputed, …
     ├── PayloadTooLarge (413)                payload_too_large
     ├── ValidationFailed (422)               validation_error
     │   ├── IdempotencyKeyReused             idempotency_key_reused

@@ -21,7 +21,9 @@ def encode_cursor(at: datetime, row_id: str | int) -> str:
 def decode_cursor(cursor: str, id_type: type[T]) -> tuple[datetime, T]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        version, at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # validate: characters outside the alphabet are an error, not silently dropped.
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        version, at, row_id = json.loads(raw)
         if version != _VERSION or not isinstance(row_id, id_type) or isinstance(row_id, bool):
             raise ValueError(cursor)
         moment = datetime.fromisoformat(at)

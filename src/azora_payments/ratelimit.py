@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -19,15 +20,31 @@ from azora_payments.errors import RateLimited
 logger = logging.getLogger(__name__)
 
 
+# A guard must not become the slow part of a request: give up on Redis quickly.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
         storage: Storage
         if redis_url:
             uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            storage = RedisStorage(uri, implementation="redispy")
+            storage = RedisStorage(
+                uri,
+                implementation="redispy",
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
         else:
             storage = MemoryStorage()
+        self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
+
+    async def close(self) -> None:
+        """Close the Redis connections (the `limits` storage has no close of its own)."""
+        client: Any = getattr(getattr(self._storage, "bridge", None), "storage", None)
+        if client is not None:
+            await client.aclose()
 
     async def check(self, limit: str | RateLimitItem, *key: str) -> None:
         item = parse(limit) if isinstance(limit, str) else limit

@@ -47,6 +47,7 @@ class Services:
 
     async def close(self) -> None:
         await self.stripe.close()
+        await self.limiter.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

@@ -46,7 +46,9 @@ DOCS_CSP = (
 
 
 # Probes and scrapes are never counted against a client address.
-IP_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes, and Stripe's own deliveries: those come in bursts from few addresses, each is verified
+# by its signature before anything is stored, and a 429 would only delay what Stripe retries.
+IP_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/api/webhooks/stripe"})
 
 
 class _BodyTooLarge(Exception):
@@ -129,14 +131,15 @@ class EdgeMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
-        except _BodyTooLarge:
-            pass
-        except Exception:
-            if not rejected:
+        except Exception as exc:
+            if not rejected:  # else: answered 413 already, the app's reaction does not matter
+                status = 413 if isinstance(exc, _BodyTooLarge) else 500
+                if response_started:
+                    # Too late for a problem: let the server abort the connection, so that the
+                    # client sees a broken response rather than a complete-looking truncated one.
+                    raise
                 logger.exception("unhandled error")
-                status = 500
-                if not response_started:
-                    await self._send_problem(send, InternalError(), extra_headers)
+                await self._send_problem(send, InternalError(), extra_headers)
         finally:
             if rejected:
                 status = 413

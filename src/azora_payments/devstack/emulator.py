@@ -253,6 +253,10 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     fault = request.app[STATE_KEY].take_fault(request)
     if fault is None:
         return await handler(request)
+    if fault.after:
+        # Like Stripe, finish the work even if the client goes away during the delay: read the
+        # body now (aiohttp caches it), as a lost connection makes later reads raise.
+        await request.read()
     if fault.delay > 0:
         await asyncio.sleep(fault.delay)
     if fault.after:
@@ -521,9 +525,7 @@ class EmulatorProcess:
         if self._process is not None:
             raise RuntimeError("already started")
         # Fixed argv built from our own settings, never a shell.
-        process = subprocess.Popen(  # noqa: S603
-            self.command(), stdout=subprocess.PIPE, text=True, bufsize=1
-        )
+        process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, text=True, bufsize=1)
         self._process = process
         lines: queue.Queue[str | None] = queue.Queue()
 

@@ -1,0 +1,103 @@
+"""Money: exponents, Stripe's minimum and maximum charges, three-decimal rules, formatting."""
+
+from __future__ import annotations
+
+import pytest
+
+from azora_payments.domain.money import (
+    MAXIMUM_AMOUNT,
+    InvalidAmount,
+    Money,
+    check_charge_amount,
+    exponent,
+    format_amount,
+    is_supported_currency_code,
+    minimum_charge,
+)
+
+
+@pytest.mark.parametrize(
+    ("currency", "places"),
+    [("jpy", 0), ("krw", 0), ("vnd", 0), ("xof", 0), ("JPY", 0), ("usd", 2), ("EUR", 2),
+     ("gbp", 2), ("inr", 2), ("bhd", 3), ("kwd", 3), ("jod", 3), ("omr", 3), ("tnd", 3)],
+)  # fmt: skip
+def test_exponents(currency: str, places: int) -> None:
+    assert exponent(currency) == places
+
+
+def test_unknown_currency_has_no_exponent() -> None:
+    assert not is_supported_currency_code("xyz")
+    assert is_supported_currency_code("usd")
+    assert not is_supported_currency_code("USD")  # codes are stored lower case
+    with pytest.raises(KeyError):
+        exponent("xyz")
+
+
+@pytest.mark.parametrize(
+    ("currency", "minimum"),
+    [("usd", 50), ("eur", 50), ("gbp", 30), ("jpy", 50), ("GBP", 30), ("hkd", 400),
+     ("bhd", 1), ("krw", 1), ("xyz", 1)],
+)  # fmt: skip
+def test_minimum_charge(currency: str, minimum: int) -> None:
+    assert minimum_charge(currency) == minimum
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [(50, "usd"), (30, "gbp"), (50, "jpy"), (1, "krw"), (10, "bhd"), (1500, "KWD"),
+     (MAXIMUM_AMOUNT, "usd"), (99_999_990, "bhd")],
+)  # fmt: skip
+def test_chargeable_amounts(amount: int, currency: str) -> None:
+    check_charge_amount(amount, currency)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "why"),
+    [
+        (49, "usd", "at least 50 ($0.50) for usd"),
+        (29, "gbp", "at least 30 (£0.30) for gbp"),
+        (49, "jpy", "at least 50 (¥50) for jpy"),
+        (0, "krw", "at least 1"),
+        (-100, "usd", "at least 50"),
+        (MAXIMUM_AMOUNT + 1, "usd", "at most 99999999"),
+        (1505, "bhd", "must end in 0 for bhd"),
+        (1, "kwd", "must end in 0 for kwd"),
+    ],
+)
+def test_unchargeable_amounts(amount: int, currency: str, why: str) -> None:
+    with pytest.raises(
+        InvalidAmount, match=why.replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")
+    ):
+        check_charge_amount(amount, currency)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        (2000, "usd", "$20.00"),
+        (5, "usd", "$0.05"),
+        (123456789, "usd", "$1,234,567.89"),
+        (500, "jpy", "¥500"),
+        (1234567, "JPY", "¥1,234,567"),
+        (1500, "bhd", "BHD 1.500"),
+        (5, "kwd", "KWD 0.005"),
+        (999, "eur", "€9.99"),
+        (2000, "chf", "CHF 20.00"),
+        (2000, "sek", "SEK 20.00"),
+        (100, "krw", "₩100"),
+        (-2000, "usd", "-$20.00"),
+        (-1500, "bhd", "-BHD 1.500"),
+        (-1, "jpy", "-¥1"),
+        (0, "gbp", "£0.00"),
+    ],
+)
+def test_formatting(amount: int, currency: str, text: str) -> None:
+    assert format_amount(amount, currency) == text
+
+
+def test_formatting_without_symbol_and_money_str() -> None:
+    assert format_amount(2000, "usd", symbol=False) == "USD 20.00"
+    assert str(Money(500, "jpy")) == "¥500"
+    assert Money(1, "usd") == Money(1, "usd")
+    with pytest.raises(KeyError):
+        format_amount(100, "xyz")
