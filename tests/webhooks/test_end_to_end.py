@@ -239,7 +239,16 @@ async def test_reconcile_after_downtime(
             )
         )
 
-    # The service is back: one reconciliation pass.
+    # The service is back, and a webhook arrives before the pass: a later event must not hide
+    # the ones missed during the downtime (the catch-up starts from its own stored cursor).
+    later = event(
+        "customer.created",
+        {"id": "cus_later", "object": "customer"},
+        created=int(time.time()) + 900,
+    )
+    assert (await send(e2e_api, later)).status_code == 200
+
+    # One reconciliation pass.
     result = cli(e2e_settings, "reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "requires_action -> succeeded" in result.stdout
@@ -311,3 +320,26 @@ async def test_events_list_and_replay(
     assert await run_apply_jobs(e2e_services) == 1
     stored = await reload(e2e_services, Payment, payment.id)
     assert stored.updated_at == updated_at
+
+
+async def test_unsettled_payment_is_reread_once_per_threshold(
+    e2e_api: httpx.AsyncClient, e2e_services: Services, own_emulator: str
+) -> None:
+    """A 3-D Secure never completed stays unsettled: re-read once, then left alone for a
+    threshold, so it cannot crowd the others out of every pass."""
+    buyer = bearer(make_token(unique_user()))
+    waiting = await pay(e2e_api, buyer, await card(own_emulator, THREE_D_SECURE_CARD))
+    assert waiting["status"] == "requires_action"
+    async with e2e_services.db.transaction() as session:
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == waiting["id"])
+            .values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    before = (await e2e_api.get(f"/api/payments/{waiting['id']}", headers=buyer)).json()
+    first = await reconcile.reconcile(e2e_services)
+    second = await reconcile.reconcile(e2e_services)
+    later = await reconcile.reconcile(e2e_services, now=utcnow() + timedelta(hours=1))
+    assert (first.payments_checked, second.payments_checked, later.payments_checked) == (1, 0, 1)
+    after = (await e2e_api.get(f"/api/payments/{waiting['id']}", headers=buyer)).json()
+    assert after == before  # re-reading changed nothing users see, updated_at included

@@ -103,6 +103,9 @@ class Payment(Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
     dispute_status: Mapped[str | None] = mapped_column(String(32))
+    # When reconciliation last re-read it from Stripe: a payment that stays unsettled (a 3-D
+    # Secure never completed) is re-read once per threshold, not on every pass.
+    reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -190,6 +193,16 @@ class WebhookEvent(Base):
     source: Mapped[str] = mapped_column(String(16), default="webhook")
     received_at: Mapped[datetime] = _created()
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SyncCursor(Base):
+    """How far a sync with Stripe is complete: every event created before `position` was seen."""
+
+    __tablename__ = "sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = _updated()
 
 
 class Job(Base):

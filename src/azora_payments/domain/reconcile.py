@@ -3,9 +3,11 @@ Stripe gave up, an event was lost), through the same settle functions the events
 
 One pass, in this order:
 
-1. Events missed while we were down: Stripe's event list since the newest recorded event
-   (minus a margin, for events listed late), recorded and applied exactly like webhooks
-   (source `reconcile`; a duplicate id is a no-op).
+1. Events missed while we were down: Stripe's event list since the point up to which the last
+   complete catch-up saw everything (a stored cursor, minus a margin for events listed late;
+   not the newest recorded event, which a fresh webhook after a downtime would move past the
+   gap), recorded and applied exactly like webhooks (source `reconcile`; a duplicate id is a
+   no-op).
 2. Payments in a non-final state for longer than `reconcile_after_seconds`: their PaymentIntent
    is re-read (or, when we never heard back from Stripe, found by our metadata) and their
    refunds re-listed, then settled under the payment's row lock.
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 EVENT_MARGIN = timedelta(minutes=5)
 # With no event recorded yet, how far back to look (Stripe keeps events for 30 days).
 FIRST_LOOKBACK = timedelta(days=3)
+EVENTS_CURSOR = "stripe.events"
 EVENT_PAGE = 100
 MAX_EVENT_PAGES = 100
 BATCH = 200
@@ -83,7 +86,7 @@ async def reconcile(services: Services, *, now: datetime | None = None) -> Repor
     report = Report()
     threshold = now - timedelta(seconds=services.settings.reconcile_after_seconds)
     await catch_up_events(services, report=report, now=now)
-    await settle_stale_payments(services, report=report, older_than=threshold)
+    await settle_stale_payments(services, report=report, older_than=threshold, now=now)
     await settle_stale_refunds(services, report=report, older_than=threshold)
     async with services.db.transaction() as session:
         parked = await events_repo.park_where_job_dead(session, apply_kind=events.APPLY_KIND)
@@ -101,11 +104,15 @@ async def reconcile(services: Services, *, now: datetime | None = None) -> Repor
 
 
 async def catch_up_events(services: Services, *, report: Report, now: datetime) -> None:
-    async with services.db.transaction() as session:
-        newest = await events_repo.newest_created(session)
-    since = (newest - EVENT_MARGIN) if newest is not None else (now - FIRST_LOOKBACK)
+    async with services.db.read() as session:
+        seen_until = await events_repo.cursor(session, EVENTS_CURSOR)
+        newest = await events_repo.newest_created(session) if seen_until is None else None
+    start = seen_until or newest
+    since = (start - EVENT_MARGIN) if start is not None else (now - FIRST_LOOKBACK)
     listed: list[dict[str, Any]] = []
     starting_after: str | None = None
+    complete = False
+    listing_started = utcnow()
     try:
         for _ in range(MAX_EVENT_PAGES):
             page = await services.stripe.list_events(
@@ -115,6 +122,7 @@ async def catch_up_events(services: Services, *, report: Report, now: datetime) 
             )
             listed += page
             if len(page) < EVENT_PAGE:
+                complete = True
                 break
             starting_after = str(page[-1]["id"])
     except ServiceUnavailable:
@@ -138,10 +146,14 @@ async def catch_up_events(services: Services, *, report: Report, now: datetime) 
             continue
         if applied is not None:
             report.changes += [f"{c} (event {event['id']})" for c in applied.changes]
+    if complete:
+        # Everything created before this pass began has been listed and recorded.
+        async with services.db.transaction() as session:
+            await events_repo.move_cursor(session, EVENTS_CURSOR, listing_started)
 
 
 async def settle_stale_payments(
-    services: Services, *, report: Report, older_than: datetime
+    services: Services, *, report: Report, older_than: datetime, now: datetime
 ) -> None:
     async with services.db.transaction() as session:
         stale = await payments_repo.stale_unsettled(session, older_than=older_than, limit=BATCH)
@@ -157,6 +169,7 @@ async def settle_stale_payments(
             locked = await payments_repo.get(session, payment.id, for_update=True)
             if locked is None:
                 continue
+            await payments_repo.mark_reconciled(session, locked.id, at=now)
             if intent is None:
                 previous = locked.status
                 if locked.stripe_payment_intent_id is None and await mark_failed(

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments.db.models import Job, Payment, WebhookEvent
+from azora_payments.db.models import Job, Payment, SyncCursor, WebhookEvent
 from azora_payments.db.repositories.upsert import insert_ignore
+from azora_payments.db.types import utcnow
 
 RECEIVED = "received"
 APPLIED = "applied"
@@ -35,6 +36,19 @@ async def get(
         query = query.with_for_update()
     result: WebhookEvent | None = (await session.scalars(query)).first()
     return result
+
+
+async def cursor(session: AsyncSession, name: str) -> datetime | None:
+    row = await session.get(SyncCursor, name)
+    return row.position if row is not None else None
+
+
+async def move_cursor(session: AsyncSession, name: str, position: datetime) -> None:
+    row = await session.get(SyncCursor, name, with_for_update=True)
+    if row is None:
+        session.add(SyncCursor(name=name, position=position, updated_at=utcnow()))
+    elif position > row.position:
+        row.position = position
 
 
 async def newest_created(session: AsyncSession) -> datetime | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Receipt, Refund
@@ -95,14 +95,27 @@ async def receipts_of(session: AsyncSession, payment_ids: Sequence[str]) -> dict
 async def stale_unsettled(
     session: AsyncSession, *, older_than: datetime, limit: int
 ) -> Sequence[Payment]:
-    """Payments still in a non-final state, oldest change first (for reconciliation)."""
+    """Payments in a non-final state, unchanged and not re-read since `older_than`, the longest
+    waiting first (for reconciliation)."""
+    last_look = func.coalesce(Payment.reconciled_at, Payment.updated_at)
     query = (
         select(Payment)
         .where(
             Payment.status.in_(("requires_payment_method", "requires_action", "processing")),
             Payment.updated_at < older_than,
+            or_(Payment.reconciled_at.is_(None), Payment.reconciled_at < older_than),
         )
-        .order_by(Payment.updated_at)
+        .order_by(last_look)
         .limit(limit)
     )
     return (await session.scalars(query)).all()
+
+
+async def mark_reconciled(session: AsyncSession, payment_id: str, *, at: datetime) -> None:
+    """Note a re-read from Stripe without touching `updated_at` (nothing changed for users)."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(reconciled_at=at, updated_at=Payment.updated_at)
+        .execution_options(synchronize_session=False)
+    )
