@@ -337,9 +337,10 @@ async def test_unsettled_payment_is_reread_once_per_threshold(
             .values(updated_at=utcnow() - timedelta(hours=1))
         )
     before = (await e2e_api.get(f"/api/payments/{waiting['id']}", headers=buyer)).json()
-    first = await reconcile.reconcile(e2e_services)
-    second = await reconcile.reconcile(e2e_services)
-    later = await reconcile.reconcile(e2e_services, now=utcnow() + timedelta(hours=1))
+    now = utcnow()
+    first = await reconcile.reconcile(e2e_services, now=now)
+    second = await reconcile.reconcile(e2e_services, now=now)
+    later = await reconcile.reconcile(e2e_services, now=now + timedelta(hours=1))
     assert (first.payments_checked, second.payments_checked, later.payments_checked) == (1, 0, 1)
     after = (await e2e_api.get(f"/api/payments/{waiting['id']}", headers=buyer)).json()
     assert after == before  # re-reading changed nothing users see, updated_at included
