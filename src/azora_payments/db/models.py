@@ -76,6 +76,9 @@ class Payment(Base):
         # Keyset pagination: newest first, ties broken by id, per user and across users.
         Index(None, "user_id", "created_at", "id"),
         Index(None, "created_at", "id"),
+        # The same with a status filter, so a rare status is not found by scanning past the rest.
+        Index(None, "user_id", "status", "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
         Index(None, "status", "updated_at"),
     )
 

@@ -64,8 +64,11 @@ async def page(
         query = query.where(Payment.stripe_payment_intent_id == where.stripe_payment_intent_id)
     if after is not None:
         at, last_id = after
+        # The redundant `created_at <= at` is the index range (the planners cannot derive one
+        # from the OR alone, and would scan and discard every row before the cursor).
         query = query.where(
-            or_(Payment.created_at < at, and_(Payment.created_at == at, Payment.id < last_id))
+            Payment.created_at <= at,
+            or_(Payment.created_at < at, and_(Payment.created_at == at, Payment.id < last_id)),
         )
     query = query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
     return (await session.scalars(query)).all()

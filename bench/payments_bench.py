@@ -1,0 +1,381 @@
+"""Payment throughput, latency and CPU through one real `azora-payments serve` process, against
+the Stripe emulator, on a PostgreSQL database of its own. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/payments_bench.py [--levels 1,16,64] [--counts 300,500,500]
+
+For each concurrency level: payments per second, p50/p99 latency, and the CPU time each payment
+cost the service process, the emulator and PostgreSQL (the backends connected to the benchmark
+database), from /proc/<pid>/stat. Then the emulator's own ceiling: the same PaymentIntent
+create+confirm posted straight to it, at the same concurrency, so the figures show what the
+service adds. Each level starts from an empty emulator. Aim (issue 5): under 5 ms of service
+CPU per payment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import asyncpg
+import httpx
+import jwt
+
+from azora_payments.db.migrate import upgrade
+from azora_payments.devstack.emulator import EmulatorProcess
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+STRIPE_KEY = "sk_test_" + secrets.token_hex(12)
+JWT_SECRET = secrets.token_urlsafe(48)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------- machine and processes
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def pg_version() -> str:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def header(title: str) -> None:
+    print(f"# {title}")
+    print(
+        f"# machine: nproc={os.cpu_count()}, cpu={cpu_model()!r}, "
+        f"PostgreSQL {asyncio.run(pg_version())}, Python {platform.python_version()}, "
+        f"load average {loadavg()}"
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- load
+
+
+@dataclass
+class Run:
+    clients: int
+    done: int
+    seconds: float
+    latencies: list[float]
+    errors: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def load(clients: int, count: int, send: Callable[[int], Awaitable[int]]) -> Run:
+    """`count` requests from `clients` concurrent senders; `send(n)` returns the status."""
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    next_n = 0
+
+    async def sender() -> None:
+        nonlocal next_n
+        while next_n < count:
+            n = next_n
+            next_n += 1
+            started = time.perf_counter()
+            status = await send(n)
+            latencies.append(time.perf_counter() - started)
+            if status not in (200, 201):
+                errors[status] = errors.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(clients)))
+    return Run(clients, count, time.perf_counter() - started, latencies, errors)
+
+
+def tokens(users: int, *, prefix: str) -> list[dict[str, str]]:
+    now = int(time.time())
+    out = []
+    for i in range(users):
+        claims = {"sub": f"{prefix}_{i}", "email": f"b{i}@shop.example", "iat": now}
+        claims["exp"] = now + 3600
+        out.append({"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, 'HS256')}"})
+    return out
+
+
+BODY = {
+    "amount": 2000,
+    "currency": "usd",
+    "payment_method_id": "pm_card_visa",
+    "description": "Course: Linear Algebra",
+    "metadata": {"order_id": "ord_42"},
+}
+
+
+async def through_service(
+    base: str, clients: int, count: int, headers: list[dict[str, str]]
+) -> Run:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as http:
+
+        async def send(n: int) -> int:
+            user = headers[n % len(headers)]
+            response = await http.post(
+                "/api/payments/process",
+                json=BODY,
+                headers={**user, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            return response.status_code
+
+        return await load(clients, count, send)
+
+
+async def straight_to_emulator(emulator: str, clients: int, count: int) -> Run:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    auth = {"Authorization": f"Bearer {STRIPE_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=emulator, timeout=120.0, limits=limits, headers=auth
+    ) as http:
+        customer = (await http.post("/v1/customers", data={"email": "e@shop.example"})).json()
+
+        async def send(n: int) -> int:
+            response = await http.post(
+                "/v1/payment_intents",
+                data={
+                    "amount": "2000",
+                    "currency": "usd",
+                    "customer": customer["id"],
+                    "payment_method": "pm_card_visa",
+                    "confirm": "true",
+                    "automatic_payment_methods[enabled]": "true",
+                    "automatic_payment_methods[allow_redirects]": "never",
+                    "description": "Course: Linear Algebra",
+                    "metadata[order_id]": "ord_42",
+                    "metadata[azora_payment_id]": f"pay_bench{n}",
+                },
+                headers={"Idempotency-Key": f"azora:pi:{uuid.uuid4().hex}"},
+            )
+            return response.status_code
+
+        return await load(clients, count, send)
+
+
+async def reset_emulator(emulator: str) -> None:
+    """Empty the emulator's store (and its idempotency cache, faults and counts)."""
+    async with httpx.AsyncClient() as http:
+        (await http.delete(f"{emulator}/_config/data")).raise_for_status()
+
+
+async def database_cpu(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to our database, by pid."""
+    conn = await asyncpg.connect(url)
+    try:
+        name = url.rsplit("/", 1)[1]
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await conn.close()
+    return {int(r["pid"]): cpu_seconds(int(r["pid"])) for r in pids}
+
+
+async def stripe_counts(emulator: str) -> dict[str, int]:
+    async with httpx.AsyncClient() as http:
+        counts: dict[str, int] = (await http.get(f"{emulator}/_azora/requests")).json()
+    return counts
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="1,16,64", help="concurrent clients per level")
+    parser.add_argument("--counts", default="300,500,500", help="payments per level")
+    parser.add_argument("--users", type=int, default=64, help="distinct buyers per level")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    counts = [int(x) for x in args.counts.split(",")]
+    if len(counts) != len(levels) or min(counts) < 1 or max(counts) > 100_000:
+        parser.error("--counts: one count (1..100000) per level")
+
+    header("payments_bench: POST /api/payments/process through one server process")
+    name = f"azora_bench_pay_{uuid.uuid4().hex[:8]}"
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    emulator = EmulatorProcess(webhook_delay=0.0)
+    server: subprocess.Popen[bytes] | None = None
+    log: BinaryIO | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="azora-bench-"))
+    try:
+        upgrade(url)
+        emu = emulator.start()
+        emu_proc = emulator._process  # its pid, for CPU time
+        assert emu_proc is not None
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))},
+            "AZORA_ENV": "production",
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_URL": url,
+            "STRIPE_SECRET_KEY": STRIPE_KEY,
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+            "STRIPE_API_BASE": emu,
+            "STRIPE_MAX_NETWORK_RETRIES": "1",
+            "JWT_SECRET": JWT_SECRET,
+            "RECEIPT_STORAGE": str(workdir / "receipts"),
+            # The benchmark is one client address and a few users: lift the limits.
+            "RATE_LIMIT_USER": "1000000/minute",
+            "RATE_LIMIT_IP": "1000000/minute",
+        }
+        env.pop("AZORA_CRASH_AT", None)
+        log = (workdir / "server.log").open("wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/readyz", server)
+        print(f"# emulator {emu}, server pid {server.pid} (1 process), {args.users} buyers/level")
+        print(
+            "# each level starts from an empty emulator (its cost per request grows with the "
+            "objects it holds) and new buyers, warmed up with one payment each (not counted)"
+        )
+        service_rows, emulator_rows = [], []
+        for clients, count in zip(levels, counts, strict=True):
+            asyncio.run(reset_emulator(emu))
+            headers = tokens(args.users, prefix=f"bench{clients}")
+            asyncio.run(through_service(base, 8, args.users, headers))  # customers, pools
+            calls_before = sum(asyncio.run(stripe_counts(emu)).values())
+            svc, emu_cpu = cpu_seconds(server.pid), cpu_seconds(emu_proc.pid)
+            pg = asyncio.run(database_cpu(url))
+            run = asyncio.run(through_service(base, clients, count, headers))
+            svc = cpu_seconds(server.pid) - svc
+            emu_cpu = cpu_seconds(emu_proc.pid) - emu_cpu
+            pg_after = asyncio.run(database_cpu(url))
+            pg_used = sum(pg_after.values()) - sum(pg.get(pid, 0.0) for pid in pg_after)
+            calls = sum(asyncio.run(stripe_counts(emu)).values()) - calls_before
+            service_rows.append(
+                f"{clients:>7} {count:>8} {run.rate:>7.1f} {run.pct(0.5):>7.1f} "
+                f"{run.pct(0.99):>7.1f} {svc / count * 1000:>14.2f} "
+                f"{emu_cpu / count * 1000:>7.2f} {pg_used / count * 1000:>6.2f} "
+                f"{calls / count:>16.2f} {run.errors or '-'}"
+            )
+
+            asyncio.run(reset_emulator(emu))
+            emu_cpu = cpu_seconds(emu_proc.pid)
+            run = asyncio.run(straight_to_emulator(emu, clients, count))
+            emu_cpu = cpu_seconds(emu_proc.pid) - emu_cpu
+            emulator_rows.append(
+                f"{clients:>7} {count:>8} {run.rate:>7.1f} {run.pct(0.5):>7.1f} "
+                f"{run.pct(0.99):>7.1f} {emu_cpu / count * 1000:>14.2f} {run.errors or '-'}"
+            )
+
+        print()
+        print("## through the service (each request a new Idempotency-Key, pm_card_visa)")
+        print(
+            f"{'clients':>7} {'payments':>8} {'pay/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'svc CPU ms/pay':>14} {'emu CPU':>7} {'pg CPU':>6} {'stripe calls/pay':>16} "
+            f"errors"
+        )
+        print("\n".join(service_rows))
+        print()
+        print("## the emulator alone (PaymentIntent create+confirm posted straight to it)")
+        print(
+            f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'emu CPU ms/req':>14} errors"
+        )
+        print("\n".join(emulator_rows))
+        print()
+        print(
+            "# aim: service CPU under 5 ms per payment. CPU columns are ms per payment "
+            f"(clock tick 1/{TICK} s); client, server, emulator and PostgreSQL share "
+            f"{os.cpu_count()} cores; load average after: {loadavg()}."
+        )
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if log is not None:
+            log.close()
+        if server is not None and server.returncode not in (0, -signal.SIGTERM):
+            print(f"# server exited with {server.returncode}; its log: {workdir / 'server.log'}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        emulator.stop()
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The migrations build exactly the schema the models describe, on both engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from azora_payments.db.migrate import schema_is_current
+from azora_payments.db.models import Base
+from azora_payments.db.session import create_engine
+
+
+async def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    def diff(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        return list(compare_metadata(context, Base.metadata))
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+        assert await schema_is_current(engine)
+    finally:
+        await engine.dispose()
