@@ -15,7 +15,13 @@ from azora_payments.db.session import create_engine
 
 async def test_migrated_schema_matches_the_models(database_url: str) -> None:
     def diff(connection: Connection) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        context = MigrationContext.configure(
+            connection,
+            # Tables the job-queue tests add for their own bookkeeping are not the schema's.
+            opts={
+                "include_name": lambda name, kind, _parents: not str(name).startswith("job_test")
+            },
+        )
         return list(compare_metadata(context, Base.metadata))
 
     engine = create_engine(database_url)
