@@ -156,18 +156,35 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, receipt_storage=str(tmp_path / "receipts"))
 
 
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    svc = Services(settings)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(
+    settings: Settings, services: Services, *, client_addr: tuple[str, int] = ("203.0.113.7", 4321)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app over ASGI (no network), as if from `client_addr`."""
+    app = create_app(settings, services=services)
+    transport = httpx.ASGITransport(app=app, client=client_addr)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
 @pytest.fixture
 async def services(settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(settings)
-    yield svc
-    await svc.close()
+    async with open_services(settings) as svc:
+        yield svc
 
 
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(settings, services) as http:
         yield http
 
 
@@ -280,9 +297,8 @@ def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> 
 
 @pytest.fixture
 async def stripe_services(stripe_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(stripe_settings)
-    yield svc
-    await svc.close()
+    async with open_services(stripe_settings) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -290,9 +306,9 @@ async def api(
     stripe_settings: Settings, stripe_services: Services
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app wired to the emulator, over ASGI."""
-    app = create_app(stripe_settings, services=stripe_services)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(
+        stripe_settings, stripe_services, client_addr=("203.0.113.9", 4321)
+    ) as http:
         yield http
 
 
@@ -334,16 +350,12 @@ async def app_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on a fresh app (or the given one) built from `settings`, services closed
     at the end."""
-    svc = Services(settings)
-    try:
+    async with open_services(settings) as svc:
         application = app if app is not None else create_app(settings, services=svc)
         application.state.services = svc
         transport = httpx.ASGITransport(app=application, client=client_addr)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
-    finally:
-        await svc.limiter.close()  # until Services.close() does it
-        await svc.close()
 
 
 async def emulator_intents_for(base_url: str, user_id: str) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.db.models import Payment, WebhookEvent
 from azora_payments.db.types import utcnow
@@ -25,7 +24,7 @@ from azora_payments.ids import new_id
 from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.conftest import WEBHOOK_SECRET, asgi_client, make_settings, open_services
 
 SHAPES: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "stripe_shapes.json").read_text()
@@ -235,18 +234,13 @@ async def run_apply_jobs(services: Services) -> int:
 
 @pytest.fixture
 def hook_settings(database_url: str, tmp_path: Path) -> Settings:
-    # Stripe delivers in bursts from a few addresses; the per-address limit (meant for clients)
-    # would answer 429 to them. See the report: the webhook path should be exempt.
-    return make_settings(
-        database_url, receipt_storage=str(tmp_path / "receipts"), rate_limit_ip="100000/minute"
-    )
+    return make_settings(database_url, receipt_storage=str(tmp_path / "receipts"))
 
 
 @pytest.fixture
 async def hook_services(hook_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(hook_settings)
-    yield svc
-    await svc.close()
+    async with open_services(hook_settings) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -254,9 +248,7 @@ async def hook_client(
     hook_settings: Settings, hook_services: Services
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ASGI, with Stripe unreachable: ingest must not need it."""
-    app = create_app(hook_settings, services=hook_services)
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 443))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(hook_settings, hook_services, client_addr=("198.51.100.4", 443)) as http:
         yield http
 
 

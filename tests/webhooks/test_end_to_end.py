@@ -18,7 +18,6 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.db.models import Job, Payment, WebhookEvent
 from azora_payments.db.types import utcnow
@@ -29,10 +28,12 @@ from azora_payments.services import Services
 from tests.conftest import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
+    asgi_client,
     bearer,
     free_port,
     make_settings,
     make_token,
+    open_services,
     server_env,
     unique_user,
     wait_http,
@@ -58,25 +59,21 @@ def e2e_settings(database_url: str, tmp_path: Path, own_emulator: str) -> Settin
         receipt_storage=str(tmp_path / "receipts"),
         stripe_api_base=own_emulator,
         stripe_max_network_retries=1,
-        rate_limit_ip="100000/minute",
         reconcile_after_seconds=1,
     )
 
 
 @pytest.fixture
 async def e2e_services(e2e_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(e2e_settings)
-    yield svc
-    await svc.close()
+    async with open_services(e2e_settings) as svc:
+        yield svc
 
 
 @pytest.fixture
 async def e2e_api(
     e2e_settings: Settings, e2e_services: Services
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(e2e_settings, services=e2e_services)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.20", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with asgi_client(e2e_settings, e2e_services, client_addr=("203.0.113.20", 4321)) as http:
         yield http
 
 
