@@ -307,25 +307,31 @@ class Worker:
         else:
             await self._failed(kind, job, error, timed_out=timed_out, fields=fields)
 
-    async def _succeeded(self, kind: JobKind, job: ClaimedJob, fields: dict[str, object]) -> None:
+    async def _rearm_schedule(
+        self, kind: JobKind, job: ClaimedJob, *, outcome: str, last_error: str | None
+    ) -> None:
+        """Put a scheduled kind's row back for its next slot, attempts reset."""
         now = utcnow()
+        next_run = kind.next_slot(now)
+        await self._write_outcome(
+            job,
+            outcome,
+            lambda s: jobs_repo.reschedule(
+                s,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                attempt=job.attempts,
+                now=now,
+                run_at=next_run,
+                last_error=last_error,
+                reset_attempts=True,
+                finished=True,
+            ),
+        )
+
+    async def _succeeded(self, kind: JobKind, job: ClaimedJob, fields: dict[str, object]) -> None:
         if kind.is_scheduled and job.unique_key == kind.schedule_key:
-            next_run = kind.next_slot(now)
-            await self._write_outcome(
-                job,
-                "succeeded",
-                lambda s: jobs_repo.reschedule(
-                    s,
-                    job_id=job.id,
-                    worker_id=self.worker_id,
-                    attempt=job.attempts,
-                    now=now,
-                    run_at=next_run,
-                    last_error=None,
-                    reset_attempts=True,
-                    finished=True,
-                ),
-            )
+            await self._rearm_schedule(kind, job, outcome="succeeded", last_error=None)
         else:
             await self._mark_done(job)
         logger.debug("job succeeded", extra=log_fields(**fields))
@@ -403,22 +409,7 @@ class Worker:
             )
         elif scheduled:
             # A scheduled kind is never dead: it gives this slot up and waits for the next.
-            next_run = kind.next_slot(now)
-            await self._write_outcome(
-                job,
-                "gave_up",
-                lambda s: jobs_repo.reschedule(
-                    s,
-                    job_id=job.id,
-                    worker_id=self.worker_id,
-                    attempt=job.attempts,
-                    now=now,
-                    run_at=next_run,
-                    last_error=text,
-                    reset_attempts=True,
-                    finished=True,
-                ),
-            )
+            await self._rearm_schedule(kind, job, outcome="gave_up", last_error=text)
             logger.error(
                 "scheduled job failed its last attempt: waiting for its next slot",
                 exc_info=error,
