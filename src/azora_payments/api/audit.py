@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from azora_payments.api.deps import Operator, ServicesDep
-from azora_payments.db.repositories import audit as audit_repo
-from azora_payments.pagination import decode_cursor, encode_cursor
+from azora_payments.domain import audit
 
 router = APIRouter(prefix="/api", tags=["audit"])
 
@@ -42,20 +41,16 @@ async def list_audit(
     actor: Annotated[str | None, Query(max_length=255)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
-    after = decode_cursor(cursor, int) if cursor else None
-    async with services.db.transaction() as session:
-        rows = await audit_repo.page(
-            session,
-            limit=limit + 1,
-            after=after,
-            payment_id=payment_id,
-            actor=actor,
-            action=action,
-        )
-    page = rows[:limit]
-    has_more = len(rows) > limit
+    page = await audit.list_records(
+        db=services.db,
+        limit=limit,
+        cursor=cursor,
+        payment_id=payment_id,
+        actor=actor,
+        action=action,
+    )
     return AuditPage(
-        data=[AuditRecordOut.model_validate(row, from_attributes=True) for row in page],
-        has_more=has_more,
-        next_cursor=encode_cursor(page[-1].at, page[-1].id) if has_more else None,
+        data=[AuditRecordOut.model_validate(row, from_attributes=True) for row in page.records],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
     )
