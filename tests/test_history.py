@@ -128,6 +128,9 @@ async def test_operator_view(
     b = await seed(services, "user_2", 2, start=BASE + timedelta(hours=1))
     everything = await walk(client, operator_headers)
     assert everything == list(reversed(b)) + list(reversed(a))
+    listed = (await client.get("/api/payments/history", headers=operator_headers)).json()
+    assert [r["action"] for r in listed["data"][0]["audit"]] == ["payment.created"]
+    assert {p["user_id"] for p in listed["data"]} == {"user_1", "user_2"}
     assert await walk(client, operator_headers, user_id="user_1") == list(reversed(a))
     intent = (await client.get(f"/api/payments/{b[1]}", headers=operator_headers)).json()
     by_intent = await walk(

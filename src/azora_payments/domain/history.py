@@ -29,7 +29,11 @@ async def get_payment(*, db: Database, user: User, payment_id: str) -> dict[str,
             raise PaymentNotFound()
         refunds = await payments_repo.refunds_of(session, [payment.id])
         receipts = await payments_repo.receipts_of(session, [payment.id])
-        records = await audit_repo.for_payment(session, payment.id) if user.is_operator else None
+        records = (
+            (await audit_repo.for_payments(session, [payment.id]))[payment.id]
+            if user.is_operator
+            else None
+        )
     return payment_view(
         payment,
         refunds=refunds.get(payment.id, []),
@@ -49,6 +53,7 @@ async def history(
         ids = [p.id for p in page]
         refunds = await payments_repo.refunds_of(session, ids)
         receipts = await payments_repo.receipts_of(session, ids)
+        records = await audit_repo.for_payments(session, ids) if user.is_operator else {}
     has_more = len(rows) > limit
     return Page(
         data=[
@@ -57,7 +62,7 @@ async def history(
                 refunds=refunds.get(p.id, []),
                 receipt=receipts.get(p.id),
                 operator=user.is_operator,
-                audit_records=() if user.is_operator else None,
+                audit_records=records.get(p.id),
             )
             for p in page
         ],

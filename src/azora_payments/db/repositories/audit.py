@@ -38,6 +38,16 @@ async def page(
     return (await session.scalars(query)).all()
 
 
-async def for_payment(session: AsyncSession, payment_id: str) -> Sequence[AuditRecord]:
-    query = select(AuditRecord).where(AuditRecord.payment_id == payment_id).order_by(AuditRecord.id)
-    return (await session.scalars(query)).all()
+async def for_payments(
+    session: AsyncSession, payment_ids: Sequence[str]
+) -> dict[str, list[AuditRecord]]:
+    """Each payment's records, oldest first."""
+    out: dict[str, list[AuditRecord]] = {pid: [] for pid in payment_ids}
+    if not payment_ids:
+        return out
+    query = (
+        select(AuditRecord).where(AuditRecord.payment_id.in_(payment_ids)).order_by(AuditRecord.id)
+    )
+    for record in (await session.scalars(query)).all():
+        out[str(record.payment_id)].append(record)
+    return out
