@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from azora_payments.api import audit, methods, ops, payments, webhooks
+from azora_payments.api import audit, methods, ops, payments, refunds, webhooks
 from azora_payments.api.middleware import EdgeMiddleware
 from azora_payments.api.problems import install_problem_handlers
 from azora_payments.config import Settings
@@ -52,7 +52,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     if services is not None:
         app.state.services = services
     install_problem_handlers(app)
-    for router in (ops.router, audit.router, methods.router, payments.router, webhooks.router):
+    routers = (
+        ops.router,
+        audit.router,
+        methods.router,
+        payments.router,
+        refunds.router,
+        webhooks.router,
+    )
+    for router in routers:
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

@@ -146,7 +146,7 @@ class StripeRejected(AzoraError):
     status = 500
 
     def __init__(self, *, stripe_code: str | None, param: str | None, http_status: int) -> None:
-        super().__init__("Stripe refused the request.")
+        super().__init__()
         self.stripe_code = stripe_code
         self.param = param
         self.http_status = http_status

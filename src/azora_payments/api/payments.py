@@ -103,6 +103,11 @@ async def process_payment(
         key=key,
         fingerprint=request_fingerprint("POST", "/api/payments/process", data),
     )
+    return replayable_response(answer)
+
+
+def replayable_response(answer: payment_flow.Answer) -> Response:
+    """The stored answer, byte for byte, marked when it is a replay."""
     stored = answer.stored
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     media_type = PROBLEM_JSON if stored.status >= 400 else "application/json"

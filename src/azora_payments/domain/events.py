@@ -378,7 +378,7 @@ async def settle_refund(session: AsyncSession, payment: Payment, refund: StripeR
             )
             changes.append(f"{payment.id}: refund {row.id} {previous} -> {refund.status}")
             await outcomes.refund_status_changed(session, payment, row, previous=previous)
-    changes += await _recount_refunded(session, payment)
+    changes += await recount_refunded(session, payment)
     return changes
 
 
@@ -388,7 +388,8 @@ def _refund_may_move(current: str, new: str) -> bool:
     return _REFUND_RANK[new] > _REFUND_RANK.get(current, -1)
 
 
-async def _recount_refunded(session: AsyncSession, payment: Payment) -> list[str]:
+async def recount_refunded(session: AsyncSession, payment: Payment) -> list[str]:
+    """`amount_refunded` from the refund rows (pending and succeeded count, as Stripe counts)."""
     rows = await refunds_repo.of_payment(session, payment.id)
     total = sum(r.amount for r in rows if r.status in COUNTED_REFUNDS)
     if total == payment.amount_refunded:

@@ -1,0 +1,55 @@
+"""Refunds: `POST /api/payments/refund`, for operators."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
+from azora_payments.api.deps import Operator, RequestActor, ServicesDep
+from azora_payments.api.payments import PAYMENT_ID, replayable_response
+from azora_payments.domain import money, refunds
+from azora_payments.domain.idempotency import request_fingerprint
+
+router = APIRouter(prefix="/api/payments", tags=["refunds"])
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payment_id: str = Field(pattern=PAYMENT_ID.pattern)
+    amount: int | None = Field(
+        default=None,
+        ge=1,
+        le=money.MAXIMUM_AMOUNT,
+        description="Minor units; defaults to everything still refundable",
+    )
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+
+
+@router.post(
+    "/refund",
+    status_code=201,
+    openapi_extra=body_schema(RefundIn),
+    responses={409: {"description": "Not refundable"}, 422: {"description": "Too much"}},
+)
+async def refund_payment(
+    request: Request, operator: Operator, actor: RequestActor, services: ServicesDep
+) -> Response:
+    data = await read_json(request)
+    key = idempotency_key(request)
+    body = validate(RefundIn, data)
+    answer = await refunds.refund(
+        keys=services.idempotency,
+        stripe=services.stripe,
+        operator=operator,
+        actor=actor,
+        request=refunds.RefundRequest(
+            payment_id=body.payment_id, amount=body.amount, reason=body.reason
+        ),
+        key=key,
+        fingerprint=request_fingerprint("POST", refunds.PATH, data),
+    )
+    return replayable_response(answer)
