@@ -9,7 +9,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from azora_payments.api import audit, methods, ops, payments, refunds, webhooks
+from azora_payments.api import (
+    audit,
+    methods,
+    notifications,
+    ops,
+    payments,
+    refunds,
+    webhooks,
+)
 from azora_payments.api.middleware import EdgeMiddleware
 from azora_payments.api.problems import install_problem_handlers
 from azora_payments.config import Settings
@@ -59,6 +67,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         payments.router,
         refunds.router,
         webhooks.router,
+        notifications.router,
     )
     for router in routers:
         app.include_router(router)

@@ -9,7 +9,14 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from azora_payments.db.models import AuditRecord, Job, Payment, PaymentMethod, Refund
+from azora_payments.db.models import (
+    AuditRecord,
+    Job,
+    Notification,
+    Payment,
+    PaymentMethod,
+    Refund,
+)
 from azora_payments.db.types import utcnow
 from azora_payments.domain import events as events_domain
 from azora_payments.services import Services
@@ -263,6 +270,10 @@ async def test_dispute_opened_and_closed(
         ("stripe", "payment.disputed"),
         ("stripe", "payment.dispute_updated"),
     ]
+    # The product's backend is told once, when the dispute opens.
+    async with hook_services.db.read() as session:
+        told = (await session.scalars(select(Notification.type))).all()
+    assert told == ["payment.disputed"]
 
 
 async def test_payment_method_events(

@@ -9,7 +9,7 @@ from azora_payments.auth import User
 from azora_payments.db.repositories import audit as audit_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.session import Database
-from azora_payments.domain.payments import payment_view
+from azora_payments.domain.views import payment_view
 from azora_payments.errors import PaymentNotFound
 from azora_payments.pagination import decode_cursor, encode_cursor
 

@@ -2,6 +2,9 @@
 in the transaction that makes it, whether it was learnt from the API's own call to Stripe, a
 webhook or reconciliation. A job enqueued here (receipt, e-mail, notification to the product)
 commits with the change or not at all: use `jobs.enqueue(session, …, unique_key=…)`.
+
+Notifications to the product's backend are told here: payment.succeeded, .failed,
+.requires_action, .canceled, .disputed; refund.succeeded, .failed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
+from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.domain import notifications
 from azora_payments.logs import log_fields
 
 logger = logging.getLogger(__name__)
@@ -22,6 +27,9 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
         "payment status changed",
         extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
     )
+    kind = notifications.PAYMENT_TYPES.get(payment.status)
+    if kind is not None:
+        await _tell_payment(session, payment, kind)
 
 
 async def refund_status_changed(
@@ -34,6 +42,14 @@ async def refund_status_changed(
             payment_id=payment.id, refund_id=refund.id, previous=previous, status=refund.status
         ),
     )
+    kind = notifications.REFUND_TYPES.get(refund.status)
+    if kind is not None:
+        await notifications.tell(
+            session,
+            type=kind,
+            payment_id=payment.id,
+            data=notifications.refund_data(refund, payment),
+        )
 
 
 async def dispute_changed(
@@ -46,3 +62,14 @@ async def dispute_changed(
             payment_id=payment.id, previous=previous_status, status=payment.dispute_status
         ),
     )
+    if first:
+        await _tell_payment(session, payment, "payment.disputed")
+
+
+async def _tell_payment(session: AsyncSession, payment: Payment, kind: str) -> None:
+    refunds = await payments_repo.refunds_of(session, [payment.id])
+    receipts = await payments_repo.receipts_of(session, [payment.id])
+    data = notifications.payment_data(
+        payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
+    )
+    await notifications.tell(session, type=kind, payment_id=payment.id, data=data)

@@ -26,7 +26,8 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, methods
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
-from azora_payments.domain.payments import apply_intent, mark_failed, payment_view
+from azora_payments.domain.payments import apply_intent, mark_failed
+from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     AzoraError,
     IdempotencyRequestInProgress,

@@ -7,12 +7,9 @@ can never turn `succeeded` back into `processing`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments.db.models import AuditRecord, Payment, Receipt, Refund
+from azora_payments.db.models import Payment
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, outcomes
 from azora_payments.stripe_gateway import PaymentError, StripeIntent
@@ -113,79 +110,3 @@ def _set_failure(payment: Payment, error: PaymentError | None) -> None:
     payment.failure_code = error.code if error else None
     payment.failure_decline_code = error.decline_code if error else None
     payment.failure_message = error.message if error else None
-
-
-def refund_view(refund: Refund) -> dict[str, Any]:
-    return {
-        "id": refund.id,
-        "payment_id": refund.payment_id,
-        "amount": refund.amount,
-        "currency": refund.currency,
-        "status": refund.status,
-        "reason": refund.reason,
-        "stripe_refund_id": refund.stripe_refund_id,
-        "created_at": _time(refund.created_at),
-    }
-
-
-def payment_view(
-    payment: Payment,
-    *,
-    refunds: Sequence[Refund] = (),
-    receipt: Receipt | None = None,
-    audit_records: Sequence[AuditRecord] | None = None,
-    operator: bool = False,
-) -> dict[str, Any]:
-    """The Payment object of API.md, as JSON-ready values."""
-    card = None
-    if payment.card_last4 is not None or payment.card_brand is not None:
-        card = {
-            "brand": payment.card_brand,
-            "last4": payment.card_last4,
-            "exp_month": payment.card_exp_month,
-            "exp_year": payment.card_exp_year,
-        }
-    failure = None
-    if payment.status == "failed" and (payment.failure_code or payment.failure_message):
-        failure = {
-            "code": payment.failure_code,
-            "decline_code": payment.failure_decline_code,
-            "message": payment.failure_message,
-        }
-    view: dict[str, Any] = {
-        "id": payment.id,
-        "status": payment.status,
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "amount_refunded": payment.amount_refunded,
-        "description": payment.description,
-        "metadata": dict(payment.metadata_ or {}),
-        "payment_method": card,
-        "stripe_payment_intent_id": payment.stripe_payment_intent_id,
-        "client_secret": payment.client_secret if payment.status == "requires_action" else None,
-        "failure": failure,
-        "receipt": {"id": receipt.id, "number": receipt.number} if receipt else None,
-        "refunds": [refund_view(r) for r in refunds],
-        "disputed": payment.disputed,
-        "dispute_status": payment.dispute_status,
-        "created_at": _time(payment.created_at),
-        "updated_at": _time(payment.updated_at),
-    }
-    if operator:
-        view["user_id"] = payment.user_id
-        view["audit"] = [
-            {
-                "id": r.id,
-                "at": _time(r.at),
-                "actor": r.actor,
-                "action": r.action,
-                "details": r.details,
-                "request_id": r.request_id,
-            }
-            for r in audit_records or ()
-        ]
-    return view
-
-
-def _time(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))

@@ -24,7 +24,7 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, events
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payment_flow import Answer
-from azora_payments.domain.payments import refund_view
+from azora_payments.domain.views import refund_view
 from azora_payments.errors import (
     AmountExceedsRefundable,
     AzoraError,
