@@ -1,4 +1,8 @@
-"""Dependencies as `Annotated` aliases: the services, the caller, the request's audit actor."""
+"""Dependencies as `Annotated` aliases: the services, the caller, the request's audit actor.
+
+All are `async def`, even those that never await: FastAPI runs a plain `def` dependency in a
+worker thread, a thread hand-off per request for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from azora_payments.errors import Forbidden, Unauthenticated
 from azora_payments.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -45,7 +49,7 @@ async def get_operator(user: CurrentUser) -> User:
 Operator = Annotated[User, Depends(get_operator)]
 
 
-def get_actor(request: Request, user: CurrentUser) -> Actor:
+async def get_actor(request: Request, user: CurrentUser) -> Actor:
     return Actor(
         user.id,
         request_id=request.state.request_id,

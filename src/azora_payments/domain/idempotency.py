@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from azora_payments.db.models import IdempotencyKey
 from azora_payments.db.repositories import idempotency as keys_repo
-from azora_payments.db.repositories.upsert import insert_ignore
+from azora_payments.db.repositories.upsert import insert_ignore_returning
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.errors import IdempotencyKeyReused, IdempotencyRequestInProgress
@@ -121,7 +121,8 @@ class IdempotencyKeys:
     ) -> Held | Stored | None:
         now = utcnow()
         async with self.db.transaction() as session:
-            await insert_ignore(
+            # A new key is inserted already locked by us: nothing else can have seen it.
+            inserted = await insert_ignore_returning(
                 session,
                 IdempotencyKey,
                 {
@@ -131,11 +132,20 @@ class IdempotencyKeys:
                     "request_path": path,
                     "request_hash": fingerprint,
                     "recovery_point": STARTED,
-                    "locked_at": None,
+                    "locked_at": now,
                     "created_at": now,
                     "last_run_at": now,
                 },
+                "id",
             )
+            if inserted is not None:
+                return Held(
+                    key_id=int(inserted),
+                    recovery_point=STARTED,
+                    lock=now,
+                    payment_id=None,
+                    refund_id=None,
+                )
             row = await keys_repo.get(session, user_id=user_id, key=key, for_update=True)
             assert row is not None
             if (
@@ -163,9 +173,22 @@ class IdempotencyKeys:
     async def _owned(self, session: Any, held: Held) -> IdempotencyKey | None:
         row = await keys_repo.get_by_id(session, held.key_id)
         if row is None or row.locked_at != held.lock:
-            logger.warning("idempotency key %s: lock lost to a newer attempt", held.key_id)
+            self._lost(held)
             return None
         return row
+
+    async def _update_owned(self, session: Any, held: Held, values: dict[str, Any]) -> bool:
+        """`values` written to the key in the caller's transaction, if we still hold it."""
+        if await keys_repo.update_if_locked(
+            session, key_id=held.key_id, lock=held.lock, values=values
+        ):
+            return True
+        self._lost(held)
+        return False
+
+    @staticmethod
+    def _lost(held: Held) -> None:
+        logger.warning("idempotency key %s: lock lost to a newer attempt", held.key_id)
 
     async def advance(
         self,
@@ -177,34 +200,37 @@ class IdempotencyKeys:
         refund_id: str | None = None,
     ) -> bool:
         """Record progress in the caller's transaction; False if another attempt took over."""
-        row = await self._owned(session, held)
-        if row is None:
-            return False
-        row.recovery_point = recovery_point
+        values: dict[str, Any] = {"recovery_point": recovery_point}
         if payment_id is not None:
-            row.payment_id = held.payment_id = payment_id
+            values["payment_id"] = payment_id
         if refund_id is not None:
-            row.refund_id = held.refund_id = refund_id
+            values["refund_id"] = refund_id
+        if not await self._update_owned(session, held, values):
+            return False
+        if payment_id is not None:
+            held.payment_id = payment_id
+        if refund_id is not None:
+            held.refund_id = refund_id
         held.recovery_point = recovery_point
         return True
 
     async def finish(self, session: Any, held: Held, answer: Stored) -> bool:
         """Store the final answer in the caller's transaction; False if we lost the key."""
-        row = await self._owned(session, held)
-        if row is None:
-            return False
-        row.recovery_point = FINISHED
-        row.response_status = answer.status
-        row.response_body = answer.body
-        row.locked_at = None
-        return True
+        return await self._update_owned(
+            session,
+            held,
+            {
+                "recovery_point": FINISHED,
+                "response_status": answer.status,
+                "response_body": answer.body,
+                "locked_at": None,
+            },
+        )
 
     async def release(self, held: Held) -> None:
         """Give the key up unfinished (e.g. Stripe unreachable): the next attempt continues."""
         async with self.db.transaction() as session:
-            row = await self._owned(session, held)
-            if row is not None:
-                row.locked_at = None
+            await self._update_owned(session, held, {"locked_at": None})
 
     async def forget(self, held: Held) -> None:
         """Drop a key whose request failed before anything started (not stored, per the API)."""

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.auth import User
 from azora_payments.db.models import Payment, PaymentMethod
+from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
@@ -37,7 +38,7 @@ from azora_payments.errors import (
 from azora_payments.faults import crash_point
 from azora_payments.ids import new_id
 from azora_payments.logs import request_id_var
-from azora_payments.stripe_gateway import CardDeclined, PaymentError, StripeGateway
+from azora_payments.stripe_gateway import Card, CardDeclined, PaymentError, StripeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,13 @@ async def process(
         return Answer(begun, replayed=True)
     held = begun
     try:
+        created: Payment | None = None
         if held.recovery_point != PAYMENT_CREATED:
-            await _create_payment(
+            created = await _create_payment(
                 keys=keys, stripe=stripe, user=user, actor=actor, request=request, held=held
             )
         assert held.payment_id is not None
-        answer = await _charge(keys=keys, stripe=stripe, actor=actor, held=held)
+        answer = await _charge(keys=keys, stripe=stripe, actor=actor, held=held, created=created)
     except StripeUnavailable as exc:
         await keys.release(held)
         if held.payment_id is not None:
@@ -116,16 +118,25 @@ async def _create_payment(
     actor: audit.Actor,
     request: PaymentRequest,
     held: Held,
-) -> None:
+) -> Payment:
+    """Phase 1: the payment row, committed with the key's move to `payment_created`."""
     async with keys.db.read() as session:
         saved = await methods_repo.get(session, request.payment_method_id)
+        customer_id = await customers_repo.get_stripe_id(session, user.id)
     if saved is not None and saved.user_id != user.id:
         raise PaymentMethodNotFound()
-    customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
-    method = await methods.retrieve_owned(
-        stripe=stripe, payment_method_id=request.payment_method_id, customer_id=customer_id
-    )
-    card = method.card
+    if customer_id is None:
+        customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
+    card: Card | None
+    if saved is not None:
+        # Saved by this user, so theirs; its card is on file, kept current by the
+        # payment_method.* webhooks. Only a method we do not know is looked up in Stripe.
+        card = Card(saved.brand, saved.last4, saved.exp_month, saved.exp_year)
+    else:
+        method = await methods.retrieve_owned(
+            stripe=stripe, payment_method_id=request.payment_method_id, customer_id=customer_id
+        )
+        card = method.card
     now = utcnow()
     payment = Payment(
         id=new_id("pay"),
@@ -161,16 +172,27 @@ async def _create_payment(
             session, held, recovery_point=PAYMENT_CREATED, payment_id=payment.id
         ):
             raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+    return payment
 
 
 async def _charge(
-    *, keys: IdempotencyKeys, stripe: StripeGateway, actor: audit.Actor, held: Held
+    *,
+    keys: IdempotencyKeys,
+    stripe: StripeGateway,
+    actor: audit.Actor,
+    held: Held,
+    created: Payment | None,
 ) -> Answer:
+    """Phase 2: Stripe, then the outcome and the answer in one transaction. `created` is the
+    payment phase 1 committed in this attempt; a resumed attempt reads it back."""
     payment_id = held.payment_id
     assert payment_id is not None
-    async with keys.db.read() as session:
-        payment = await payments_repo.get(session, payment_id)
+    payment = created
+    if payment is None:
+        async with keys.db.read() as session:
+            payment = await payments_repo.get(session, payment_id)
     assert payment is not None
+    assert payment.id == payment_id
     declined: CardDeclined | None = None
     intent = None
     try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import IdempotencyKey
@@ -26,6 +27,20 @@ async def get_by_id(session: AsyncSession, key_id: int) -> IdempotencyKey | None
     query = select(IdempotencyKey).where(IdempotencyKey.id == key_id).with_for_update()
     result: IdempotencyKey | None = (await session.scalars(query)).first()
     return result
+
+
+async def update_if_locked(
+    session: AsyncSession, *, key_id: int, lock: datetime, values: dict[str, Any]
+) -> bool:
+    """Update the key only while it is still locked with `lock` (one conditional UPDATE, which
+    takes the row lock as SELECT … FOR UPDATE would); False when another attempt holds it."""
+    result: Any = await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.id == key_id, IdempotencyKey.locked_at == lock)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
 
 
 async def delete_by_id(session: AsyncSession, key_id: int) -> None:

@@ -20,10 +20,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job
+from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import UTCDateTime
 
 READY = "ready"
@@ -78,17 +78,7 @@ async def insert_unique(
         "created_at": now,
         "updated_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(Job).values(**values)
-        stmt: Any = pg.on_conflict_do_nothing(index_elements=[Job.unique_key])
-    elif dialect == "sqlite":
-        lite = sqlite.insert(Job).values(**values)
-        stmt = lite.on_conflict_do_nothing(index_elements=[Job.unique_key])
-    else:  # pragma: no cover - the service runs on PostgreSQL and SQLite only
-        raise NotImplementedError(dialect)
-    result = await session.execute(stmt.returning(Job.id))
-    return result.scalar_one_or_none() is not None
+    return await insert_ignore(session, Job, values, conflict="unique_key")
 
 
 @dataclass(frozen=True, slots=True)
