@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from azora_payments.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY = "azora_read_only"
@@ -115,6 +118,32 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+# SQLite's words for "someone else holds it" or "the file cannot be opened": a retry may work.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or used for now (as opposed to a bad statement)."""
+    if isinstance(exc, OSError | PoolTimeout | DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if isinstance(orig, OSError):
+            return True
+        name = type(orig).__name__
+        if name in (
+            "ConnectionDoesNotExistError",
+            "CannotConnectNowError",
+            "TooManyConnectionsError",
+            "AdminShutdownError",
+        ):
+            return True
+        return any(word in str(orig).lower() for word in _SQLITE_UNAVAILABLE)
+    return False
+
+
 class Database:
     """The engine and a session factory; `transaction()` is the unit of work boundary."""
 
@@ -136,15 +165,26 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed when the block ends, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session in one transaction: committed when the block ends, rolled back on error.
+        A database that cannot be reached raises `DatabaseUnavailable` (a 503, retryable)."""
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading only: on SQLite it does not take the write lock."""
-        async with self._read_sessions() as session, session.begin():
-            yield session
+        try:
+            async with self._read_sessions() as session, session.begin():
+                yield session
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
 
     async def dispose(self) -> None:
         await self.engine.dispose()
