@@ -442,3 +442,33 @@ async def test_expired_keys_are_purged(api: httpx.AsyncClient, stripe_services: 
     await get_kind("idempotency.purge").handler(context, {})
     async with stripe_services.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+
+
+async def test_stripe_refusing_the_request_fails_the_payment_for_good(
+    api: httpx.AsyncClient, stripe_emulator: str
+) -> None:
+    """Stripe refuses the PaymentIntent as invalid (nothing charged): the payment fails, the
+    answer is final and replayed, and nothing is retried at Stripe."""
+    buyer = Buyer()
+    headers = buyer.with_key()
+    await emulator_faults(
+        stripe_emulator, method="POST", path="^/v1/payment_intents$", status=400, times=1
+    )
+    try:
+        refused = await api.post(PROCESS, json=payment_body(), headers=headers)
+    finally:
+        await emulator_clear_faults(stripe_emulator)
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["code"] == "validation_error"
+    assert problem["errors"][0]["field"] == "payment_method_id"
+    assert "stripe" not in refused.text.lower()
+    payment = (
+        await api.get(f"/api/payments/{problem['payment_id']}", headers=buyer.headers)
+    ).json()
+    assert payment["status"] == "failed"
+    assert payment["failure"]["message"] == problem["detail"]
+    again = await api.post(PROCESS, json=payment_body(), headers=headers)
+    assert again.text == refused.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await emulator_intents_for(stripe_emulator, buyer.id) == []

@@ -34,11 +34,18 @@ from azora_payments.errors import (
     IdempotencyRequestInProgress,
     PaymentMethodNotFound,
     StripeUnavailable,
+    ValidationFailed,
 )
 from azora_payments.faults import crash_point
 from azora_payments.ids import new_id
 from azora_payments.logs import request_id_var
-from azora_payments.stripe_gateway import Card, CardDeclined, PaymentError, StripeGateway
+from azora_payments.stripe_gateway import (
+    Card,
+    CardDeclined,
+    PaymentError,
+    StripeGateway,
+    StripeRejected,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +201,7 @@ async def _charge(
     assert payment is not None
     assert payment.id == payment_id
     declined: CardDeclined | None = None
+    rejected: StripeRejected | None = None
     intent = None
     try:
         intent = await stripe.create_payment_intent(
@@ -211,6 +219,12 @@ async def _charge(
         )
     except CardDeclined as exc:
         declined = exc
+    except StripeRejected as exc:
+        # Refused as invalid before anything was charged: the payment fails, for good.
+        logger.warning(
+            "stripe refused payment %s: %s (param %s)", payment.id, exc.stripe_code, exc.param
+        )
+        rejected = exc
     crash_point("payment.after_stripe")
 
     async with keys.db.transaction() as session:
@@ -225,6 +239,8 @@ async def _charge(
                 PaymentError(declined.code, declined.decline_code, declined.title),
                 actor=actor,
             )
+        elif rejected is not None:
+            await mark_failed(session, payment, _rejection(rejected), actor=actor)
         else:
             assert intent is not None
             await apply_intent(session, payment, intent, actor=actor)
@@ -237,11 +253,34 @@ async def _charge(
         )
         if declined is not None:
             answer = Answer(Stored.of(402, _decline_problem(declined, payment.id)))
+        elif rejected is not None:
+            error = _rejected_problem(rejected, payment.id)
+            answer = Answer(Stored.of(error.status, error.problem(request_id_var.get())))
         else:
             answer = Answer(Stored.of(201, view))
         if not await keys.finish(session, held, answer.stored):
             raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
     return answer
+
+
+REJECTED_MESSAGE = "The payment could not be made with this payment method."
+
+
+def _rejection(rejected: StripeRejected) -> PaymentError:
+    return PaymentError(rejected.stripe_code or "payment_rejected", None, REJECTED_MESSAGE)
+
+
+def _rejected_problem(rejected: StripeRejected, payment_id: str) -> AzoraError:
+    """Stripe's refusal as the caller's error: the method is gone (404), or the request cannot
+    be paid this way (422, on the field Stripe named)."""
+    if rejected.stripe_code == "resource_missing" and rejected.param in (None, "payment_method"):
+        return PaymentMethodNotFound(payment_id=payment_id)
+    field = "amount" if rejected.param == "amount" else "payment_method_id"
+    return ValidationFailed(
+        REJECTED_MESSAGE,
+        errors=[{"field": field, "message": REJECTED_MESSAGE}],
+        payment_id=payment_id,
+    )
 
 
 async def _remember_card(session: AsyncSession, payment: Payment) -> None:
