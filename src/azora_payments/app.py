@@ -15,6 +15,7 @@ from azora_payments.api import (
     notifications,
     ops,
     payments,
+    receipts,
     refunds,
     webhooks,
 )
@@ -65,6 +66,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         audit.router,
         methods.router,
         payments.router,
+        receipts.router,
         refunds.router,
         webhooks.router,
         notifications.router,

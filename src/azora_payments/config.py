@@ -146,6 +146,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} allows no request at all")
         return value
 
+    @field_validator("receipt_storage")
+    @classmethod
+    def _receipt_storage(cls, value: str) -> str:
+        if value.strip().lower().startswith("s3:"):
+            raise ValueError("s3:// storage is not supported yet; give a folder path")
+        return value
+
     @field_validator("jwt_public_key")
     @classmethod
     def _public_key(cls, value: str | None) -> str | None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
-from azora_payments.domain import notifications
+from azora_payments.domain import notifications, receipts
 from azora_payments.logs import log_fields
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
         "payment status changed",
         extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
     )
+    if payment.status == "succeeded":
+        await receipts.enqueue_issue(session, payment)
     kind = notifications.PAYMENT_TYPES.get(payment.status)
     if kind is not None:
         await _tell_payment(session, payment, kind)

@@ -1,0 +1,143 @@
+"""E-mail: builds the receipt message and hands it to SMTP (SMTP_URL), or writes it to a folder
+(MAIL_OUTBOX_DIR, the dev stack). Sending blocks, so it runs in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import smtplib
+import ssl
+import tempfile
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from azora_payments.db.types import utcnow
+
+__all__ = ["Delivery", "Mailer", "SmtpTarget", "parse_smtp_url", "receipt_message"]
+
+SMTP_TIMEOUT_SECONDS = 20.0
+
+
+class Delivery(StrEnum):
+    SMTP = "smtp"
+    OUTBOX = "outbox"
+    NOWHERE = "nowhere"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    host: str
+    port: int
+    implicit_tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """`smtp://user:pass@host:587` (STARTTLS when the server offers it) or `smtps://…:465`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://…")
+    implicit = parts.scheme == "smtps"
+    return SmtpTarget(
+        host=parts.hostname,
+        port=parts.port or (465 if implicit else 587),
+        implicit_tls=implicit,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def receipt_message(
+    *,
+    sender: str,
+    sender_name: str,
+    recipient: str,
+    number: str,
+    amount_text: str,
+    description: str | None,
+    message_id: str,
+    pdf: bytes,
+) -> EmailMessage:
+    """The receipt e-mail: text and HTML alternatives, the PDF attached."""
+    message = EmailMessage()
+    message["Subject"] = f"Your receipt {number} from {sender_name}"
+    message["From"] = formataddr((sender_name, sender))
+    message["To"] = recipient
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = message_id
+    line = description or "Payment"
+    message.set_content(
+        f"Thank you for your payment to {sender_name}.\n\n"
+        f"Receipt number: {number}\n{line}: {amount_text}\n\n"
+        "The receipt is attached as a PDF.\n"
+    )
+    esc = html.escape
+    message.add_alternative(
+        "<!doctype html><html><body>"
+        f"<p>Thank you for your payment to {esc(sender_name)}.</p>"
+        f"<p><strong>Receipt number:</strong> {esc(number)}<br>"
+        f"{esc(line)}: {esc(amount_text)}</p>"
+        "<p>The receipt is attached as a PDF.</p>"
+        "</body></html>",
+        subtype="html",
+    )
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{number}.pdf")
+    return message
+
+
+class Mailer:
+    """Sends over SMTP when `smtp_url` is set, else writes `.eml` files to `outbox_dir`, else
+    has nowhere to send (the caller decides what that means)."""
+
+    def __init__(self, *, smtp_url: str | None, outbox_dir: str | None) -> None:
+        self.smtp = parse_smtp_url(smtp_url) if smtp_url else None
+        self.outbox = Path(outbox_dir) if outbox_dir else None
+
+    @property
+    def delivery(self) -> Delivery:
+        if self.smtp is not None:
+            return Delivery.SMTP
+        return Delivery.OUTBOX if self.outbox is not None else Delivery.NOWHERE
+
+    async def send(self, message: EmailMessage) -> Delivery:
+        delivery = self.delivery
+        if delivery is Delivery.SMTP:
+            await asyncio.to_thread(self._smtp_send, message)
+        elif delivery is Delivery.OUTBOX:
+            await asyncio.to_thread(self._write_outbox, message)
+        return delivery
+
+    def _smtp_send(self, message: EmailMessage) -> None:
+        target = self.smtp
+        assert target is not None
+        context = ssl.create_default_context()
+        client: smtplib.SMTP
+        if target.implicit_tls:
+            client = smtplib.SMTP_SSL(
+                target.host, target.port, timeout=SMTP_TIMEOUT_SECONDS, context=context
+            )
+        else:
+            client = smtplib.SMTP(target.host, target.port, timeout=SMTP_TIMEOUT_SECONDS)
+        with client:
+            client.ehlo()
+            if not target.implicit_tls and client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+            if target.username:
+                client.login(target.username, target.password or "")
+            client.send_message(message)
+
+    def _write_outbox(self, message: EmailMessage) -> None:
+        assert self.outbox is not None
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        name = "".join(c if c.isalnum() or c in "-._" else "_" for c in message["Message-ID"])
+        fd, tmp = tempfile.mkstemp(dir=self.outbox, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes())
+        os.replace(tmp, self.outbox / f"{name.strip('_')}.eml")
