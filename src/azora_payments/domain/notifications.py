@@ -53,9 +53,8 @@ async def tell(
         attempts=0,
     )
     notifications_repo.add(session, notification)
-    await enqueue(
-        session, kind=DELIVER, payload={"id": notification.id}, unique_key=notification.id
-    )
+    # A fresh id cannot collide: a plain insert, not the costlier insert-if-absent.
+    await enqueue(session, kind=DELIVER, payload={"id": notification.id})
     return notification
 
 
