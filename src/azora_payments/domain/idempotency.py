@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +28,7 @@ from azora_payments.db.repositories import idempotency as keys_repo
 from azora_payments.db.repositories.upsert import insert_ignore_returning
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.errors import IdempotencyKeyReused, IdempotencyRequestInProgress
+from azora_payments.errors import AzoraError, IdempotencyKeyReused, IdempotencyRequestInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +242,23 @@ class IdempotencyKeys:
                 await keys_repo.delete_by_id(session, held.key_id)
             elif row is not None:
                 row.locked_at = None
+
+    @asynccontextmanager
+    async def working(self, held: Held) -> AsyncIterator[None]:
+        """Around the work done under a held key: if it fails, the key is given up, forgotten
+        when nothing was started (not stored, per the API), else released unfinished so that
+        the next attempt continues where this one stopped."""
+        try:
+            yield
+        except AzoraError:
+            if held.payment_id is None and held.refund_id is None:
+                await self.forget(held)
+            else:
+                await self.release(held)
+            raise
+        except BaseException:
+            await self.release(held)
+            raise
 
     async def remember(self, *, user_id: str, key: str, fingerprint: str, answer: Stored) -> None:
         """Keep a committed answer in Redis for fast replays (best effort)."""

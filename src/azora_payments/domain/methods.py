@@ -88,7 +88,7 @@ async def save(
         )
     async with db.transaction() as session:
         created = await methods_repo.insert_if_absent(
-            session, _row(method, user_id=user.id, customer_id=customer_id)
+            session, saved_row(method, user_id=user.id, customer_id=customer_id)
         )
         if created:
             audit.record(
@@ -147,7 +147,8 @@ def _brand(method: StripePaymentMethod) -> str | None:
     return method.card.brand if method.card else None
 
 
-def _row(method: StripePaymentMethod, *, user_id: str, customer_id: str) -> PaymentMethod:
+def saved_row(method: StripePaymentMethod, *, user_id: str, customer_id: str) -> PaymentMethod:
+    """Our row for a method saved on the user's customer (not the default until asked)."""
     card = method.card
     now = utcnow()
     return PaymentMethod(

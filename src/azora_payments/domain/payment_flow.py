@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.auth import User
-from azora_payments.db.models import Payment, PaymentMethod
+from azora_payments.db.models import Payment
 from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
@@ -44,6 +44,7 @@ from azora_payments.stripe_gateway import (
     CardDeclined,
     PaymentError,
     StripeGateway,
+    StripePaymentMethod,
     StripeRejected,
 )
 
@@ -92,26 +93,19 @@ async def process(
         return Answer(begun, replayed=True)
     held = begun
     try:
-        created: Payment | None = None
-        if held.recovery_point != PAYMENT_CREATED:
-            created = await _create_payment(
-                keys=keys, stripe=stripe, user=user, actor=actor, request=request, held=held
+        async with keys.working(held):
+            created: Payment | None = None
+            if held.recovery_point != PAYMENT_CREATED:
+                created = await _create_payment(
+                    keys=keys, stripe=stripe, user=user, actor=actor, request=request, held=held
+                )
+            assert held.payment_id is not None
+            answer = await _charge(
+                keys=keys, stripe=stripe, actor=actor, held=held, created=created
             )
-        assert held.payment_id is not None
-        answer = await _charge(keys=keys, stripe=stripe, actor=actor, held=held, created=created)
     except StripeUnavailable as exc:
-        await keys.release(held)
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
-        raise
-    except AzoraError:
-        if held.payment_id is None:
-            await keys.forget(held)  # failed before anything started: not stored
-        else:
-            await keys.release(held)
-        raise
-    except BaseException:
-        await keys.release(held)
         raise
     await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
     return answer
@@ -285,23 +279,20 @@ def _rejected_problem(rejected: StripeRejected, payment_id: str) -> AzoraError:
 
 async def _remember_card(session: AsyncSession, payment: Payment) -> None:
     """`save_payment_method`: Stripe attached the card to the customer; list it as saved."""
-    now = utcnow()
-    await methods_repo.insert_if_absent(
-        session,
-        PaymentMethod(
-            id=payment.payment_method_id or "",
-            user_id=payment.user_id,
-            stripe_customer_id=payment.stripe_customer_id or "",
-            type="card",
-            brand=payment.card_brand,
-            last4=payment.card_last4,
-            exp_month=payment.card_exp_month,
-            exp_year=payment.card_exp_year,
-            is_default=False,
-            created_at=now,
-            updated_at=now,
-        ),
+    card = Card(
+        payment.card_brand, payment.card_last4, payment.card_exp_month, payment.card_exp_year
     )
+    method = StripePaymentMethod(
+        id=payment.payment_method_id or "",
+        type="card",
+        customer=payment.stripe_customer_id,
+        card=card,
+        created=0,
+    )
+    row = methods.saved_row(
+        method, user_id=payment.user_id, customer_id=payment.stripe_customer_id or ""
+    )
+    await methods_repo.insert_if_absent(session, row)
 
 
 def _decline_problem(declined: CardDeclined, payment_id: str) -> dict[str, Any]:

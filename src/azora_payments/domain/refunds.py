@@ -27,7 +27,6 @@ from azora_payments.domain.payment_flow import Answer
 from azora_payments.domain.views import refund_view
 from azora_payments.errors import (
     AmountExceedsRefundable,
-    AzoraError,
     IdempotencyRequestInProgress,
     PaymentNotFound,
     PaymentNotRefundable,
@@ -73,26 +72,13 @@ async def refund(
         return Answer(begun, replayed=True)
     held = begun
     try:
-        if held.recovery_point != REFUND_CREATED:
-            refused = await _create_refund(keys=keys, actor=actor, request=request, held=held)
-            if refused is not None:
-                answer = refused
-            else:
-                answer = await _send(keys=keys, stripe=stripe, held=held)
-        else:
-            answer = await _send(keys=keys, stripe=stripe, held=held)
+        async with keys.working(held):
+            refused = None
+            if held.recovery_point != REFUND_CREATED:
+                refused = await _create_refund(keys=keys, actor=actor, request=request, held=held)
+            answer = refused or await _send(keys=keys, stripe=stripe, held=held)
     except StripeUnavailable as exc:
-        await keys.release(held)
         exc.extra["payment_id"] = request.payment_id
-        raise
-    except AzoraError:
-        if held.refund_id is None:
-            await keys.forget(held)  # refused before anything started: not stored
-        else:
-            await keys.release(held)
-        raise
-    except BaseException:
-        await keys.release(held)
         raise
     await keys.remember(user_id=operator.id, key=key, fingerprint=fingerprint, answer=answer.stored)
     return answer
