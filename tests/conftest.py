@@ -285,14 +285,22 @@ def stripe_emulator() -> Iterator[str]:
     emulator.stop()
 
 
-@pytest.fixture
-def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> Settings:
+def emulator_settings(
+    database_url: str, tmp_path: Path, emulator_url: str, **overrides: Any
+) -> Settings:
+    """Settings for an app wired to the Stripe emulator at `emulator_url`."""
     return make_settings(
         database_url,
         receipt_storage=str(tmp_path / "receipts"),
-        stripe_api_base=stripe_emulator,
+        stripe_api_base=emulator_url,
         stripe_max_network_retries=1,
+        **overrides,
     )
+
+
+@pytest.fixture
+def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> Settings:
+    return emulator_settings(database_url, tmp_path, stripe_emulator)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from azora_payments.services import Services
 from tests.conftest import (
     asgi_client,
     bearer,
-    make_settings,
+    emulator_settings,
     make_token,
     open_services,
     unique_user,
@@ -83,11 +83,10 @@ def backend() -> Iterator[Backend]:
 def notify_settings(
     database_url: str, tmp_path: Path, stripe_emulator: str, backend: Backend
 ) -> Settings:
-    return make_settings(
+    return emulator_settings(
         database_url,
-        receipt_storage=str(tmp_path / "receipts"),
-        stripe_api_base=stripe_emulator,
-        stripe_max_network_retries=1,
+        tmp_path,
+        stripe_emulator,
         notify_url=backend.url,
         notify_secret=NOTIFY_SECRET,
     )

@@ -24,8 +24,8 @@ from azora_payments.services import Services
 from tests.conftest import (
     asgi_client,
     bearer,
+    emulator_settings,
     free_port,
-    make_settings,
     make_token,
     open_services,
 )
@@ -78,11 +78,10 @@ def smtp() -> Iterator[SmtpServer]:
 def receipt_settings(
     database_url: str, tmp_path: Path, stripe_emulator: str, smtp: SmtpServer
 ) -> Settings:
-    return make_settings(
+    return emulator_settings(
         database_url,
-        receipt_storage=str(tmp_path / "receipts"),
-        stripe_api_base=stripe_emulator,
-        stripe_max_network_retries=1,
+        tmp_path,
+        stripe_emulator,
         smtp_url=smtp.url,
         merchant_name="Azora Test Shop",
         merchant_address="1 Quay Street\nDublin D02",

@@ -30,8 +30,8 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     asgi_client,
     bearer,
+    emulator_settings,
     free_port,
-    make_settings,
     make_token,
     open_services,
     server_env,
@@ -54,13 +54,7 @@ THREE_D_SECURE_CARD = "4000002760003184"
 
 @pytest.fixture
 def e2e_settings(database_url: str, tmp_path: Path, own_emulator: str) -> Settings:
-    return make_settings(
-        database_url,
-        receipt_storage=str(tmp_path / "receipts"),
-        stripe_api_base=own_emulator,
-        stripe_max_network_retries=1,
-        reconcile_after_seconds=1,
-    )
+    return emulator_settings(database_url, tmp_path, own_emulator, reconcile_after_seconds=1)
 
 
 @pytest.fixture
