@@ -94,7 +94,7 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
         "STRIPE_API_BASE": emulator.base_url,
         "JWT_SECRET": secret,
         "MAIL_OUTBOX_DIR": str(mail_dir),
-        "RECEIPT_STORAGE": str(state / "receipts"),
+        "RECEIPT_STORAGE": str(state),  # PDFs land in var/dev/receipts/<year>/
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     }
     command = [sys.executable, "-m", "azora_payments.cli"]
