@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from azora_payments.services import Services
+
 
 async def test_healthz_answers(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
@@ -26,3 +28,15 @@ async def test_docs_served_without_internet(client: httpx.AsyncClient) -> None:
         served = await client.get(f"/static-offline-docs/{asset}")
         assert served.status_code == 200
         assert len(served.content) > 10_000
+
+
+async def test_metrics_report_the_queue_from_the_database(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    from azora_payments.jobs import enqueue
+
+    async with services.db.transaction() as session:
+        await enqueue(session, kind="jobs.cleanup", payload={})
+    body = (await client.get("/metrics")).text
+    assert 'azora_job_queue_depth{kind="jobs.cleanup"} 1.0' in body
+    assert "azora_job_oldest_ready_age_seconds" in body

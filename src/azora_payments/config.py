@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     stripe_webhook_secret: CsvList = Field(default_factory=list)
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
-    # With the SDK's retries, a Stripe call must end inside IDEMPOTENCY_LOCK_SECONDS (3 × 8 s
+    # With the SDK's retries, a Stripe call must end inside IDEMPOTENCY_LOCK_SECONDS (3 x 8 s
     # plus backoff < 30 s): otherwise a client's retry could take the key over mid-call.
     stripe_timeout_seconds: float = Field(default=8.0, gt=0, le=120)
 

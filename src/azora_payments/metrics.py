@@ -17,11 +17,19 @@ STRIPE_REQUESTS = Counter(
     "azora_stripe_requests_total", "Calls made to Stripe", ["operation", "outcome"]
 )
 JOB_RUNS = Counter("azora_job_runs_total", "Jobs run", ["kind", "outcome"])
-JOB_QUEUE_DEPTH = Gauge("azora_job_queue_depth", "Jobs waiting to run", ["kind"])
-JOB_OLDEST_READY_AGE = Gauge(
-    "azora_job_oldest_ready_age_seconds", "Age of the oldest job that is ready to run"
+# Read from the database by whichever process is scraped: with several processes, any live one
+# has the value ("livemax").
+JOB_QUEUE_DEPTH = Gauge(
+    "azora_job_queue_depth", "Jobs waiting to run", ["kind"], multiprocess_mode="livemax"
 )
-JOB_DEAD = Gauge("azora_jobs_dead", "Jobs that used up their attempts", ["kind"])
+JOB_OLDEST_READY_AGE = Gauge(
+    "azora_job_oldest_ready_age_seconds",
+    "Age of the oldest job that is ready to run",
+    multiprocess_mode="livemax",
+)
+JOB_DEAD = Gauge(
+    "azora_jobs_dead", "Jobs that used up their attempts", ["kind"], multiprocess_mode="livemax"
+)
 WEBHOOK_EVENTS = Counter(
     "azora_webhook_events_total", "Stripe events received", ["type", "outcome"]
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fastapi import APIRouter, Response
@@ -10,8 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from azora_payments.api.deps import ServicesDep
 from azora_payments.db.migrate import schema_is_current
+from azora_payments.jobs.queue import refresh_gauges
 
 router = APIRouter(tags=["operations"])
+logger = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -33,7 +36,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(services: ServicesDep) -> Response:
+    try:
+        # The queue's gauges come from the database, so any API process can report them.
+        await refresh_gauges(services.db)
+    except Exception:
+        logger.warning("queue gauges not refreshed: database unavailable")
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_payments import metrics
 from azora_payments.db.repositories import jobs as jobs_repo
+from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.jobs.registry import (
     JobKind,
@@ -62,6 +65,22 @@ async def enqueue(
         unique_key=unique_key,
         now=now,
     )
+
+
+async def refresh_gauges(db: Database, *, known: Iterable[str] = ()) -> set[str]:
+    """Set the queue gauges (depth and dead jobs by kind, age of the oldest due job) from the
+    database, for the worker and for the API's /metrics alike; the kinds seen, to keep
+    reporting zeros for them."""
+    now = utcnow()
+    async with db.read() as session:
+        stats = await jobs_repo.stats(session, now=now)
+    names = set(known) | set(stats.ready_by_kind) | set(stats.dead_by_kind)
+    for name in names:
+        metrics.JOB_QUEUE_DEPTH.labels(name).set(stats.ready_by_kind.get(name, 0))
+        metrics.JOB_DEAD.labels(name).set(stats.dead_by_kind.get(name, 0))
+    age = (now - stats.oldest_due_at).total_seconds() if stats.oldest_due_at else 0.0
+    metrics.JOB_OLDEST_READY_AGE.set(max(0.0, age))
+    return names
 
 
 def _kind(name: str) -> JobKind:

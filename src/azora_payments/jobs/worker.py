@@ -22,6 +22,7 @@ from azora_payments import metrics
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories.jobs import ClaimedJob
 from azora_payments.db.types import utcnow
+from azora_payments.jobs.queue import refresh_gauges
 from azora_payments.jobs.registry import JobContext, JobKind, registered_kinds
 from azora_payments.logs import log_fields, scrub
 from azora_payments.services import Services
@@ -267,16 +268,9 @@ class Worker:
                 )
 
     async def _refresh_gauges(self, kinds: Mapping[str, JobKind]) -> None:
-        now = utcnow()
-        async with self.services.db.read() as session:
-            stats = await jobs_repo.stats(session, now=now)
-        names = self._seen_kinds | set(kinds) | set(stats.ready_by_kind) | set(stats.dead_by_kind)
-        self._seen_kinds = names
-        for name in names:
-            metrics.JOB_QUEUE_DEPTH.labels(name).set(stats.ready_by_kind.get(name, 0))
-            metrics.JOB_DEAD.labels(name).set(stats.dead_by_kind.get(name, 0))
-        age = (now - stats.oldest_due_at).total_seconds() if stats.oldest_due_at else 0.0
-        metrics.JOB_OLDEST_READY_AGE.set(max(0.0, age))
+        self._seen_kinds = await refresh_gauges(
+            self.services.db, known=self._seen_kinds | set(kinds)
+        )
 
     async def _run_job(self, kind: JobKind, job: ClaimedJob) -> None:
         ctx = JobContext(
