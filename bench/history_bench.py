@@ -39,8 +39,8 @@ from azora_payments.db.migrate import upgrade
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.session import Database
 from azora_payments.pagination import encode_cursor
+from machine import ADMIN_URL, admin, cpu_model, free_port, loadavg, pg_version, wait_http
 
-ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 JWT_SECRET = secrets.token_urlsafe(48)
 HEAVY_USER = "user_heavy"
 USERS = 1000
@@ -49,33 +49,6 @@ LIMIT = 20
 
 # status, share in thousandths (the rest succeeded)
 STATUSES = [("failed", 60), ("canceled", 10), ("requires_action", 8), ("processing", 2)]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-async def admin(sql: str) -> str:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        return str(await conn.execute(sql))
-    finally:
-        await conn.close()
-
-
-async def pg_version() -> str:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
 
 
 # ---------------------------------------------------------------- data
@@ -297,29 +270,6 @@ def token(sub: str, roles: list[str] | None = None) -> dict[str, str]:
     if roles:
         claims["roles"] = roles
     return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, 'HS256')}"}
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main() -> None:

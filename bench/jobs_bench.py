@@ -18,7 +18,6 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy import func, insert, select
 
 from azora_payments.db.migrate import upgrade
@@ -29,18 +28,10 @@ from azora_payments.jobs import enqueue
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 sys.path.insert(0, str(HERE))
 import jobs_bench_kinds  # noqa: E402,F401  (registers bench.noop for enqueue's check)
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from machine import ADMIN_URL, admin  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -36,83 +35,13 @@ import jwt
 
 from azora_payments.db.migrate import upgrade
 from azora_payments.devstack.emulator import EmulatorProcess
+from machine import ADMIN_URL, TICK, admin, cpu_seconds, free_port, header, loadavg, wait_http
 
-ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 STRIPE_KEY = "sk_test_" + secrets.token_hex(12)
 JWT_SECRET = secrets.token_urlsafe(48)
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- machine and processes
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def pg_version() -> str:
-    conn = await asyncpg.connect(ADMIN_URL)
-    try:
-        return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def header(title: str) -> None:
-    print(f"# {title}")
-    print(
-        f"# machine: nproc={os.cpu_count()}, cpu={cpu_model()!r}, "
-        f"PostgreSQL {asyncio.run(pg_version())}, Python {platform.python_version()}, "
-        f"load average {loadavg()}"
-    )
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- load

@@ -21,7 +21,6 @@ import hmac
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,10 @@ import asyncpg
 import httpx
 
 from azora_payments.db.migrate import upgrade
+from machine import ADMIN_URL, admin, cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "whsec_bench0123456789abcdef"
-TICK = os.sysconf("SC_CLK_TCK")
 # Events generated per server and second of run: above what two cores can ingest, so that no
 # event is sent twice (a duplicate is cheaper than a new event and would flatter the figure).
 EVENTS_PER_SECOND = 2_500
@@ -93,23 +91,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def database_cpu(url: str) -> float:
     """CPU seconds used so far by the PostgreSQL backends connected to our database."""
 
@@ -127,19 +108,11 @@ def database_cpu(url: str) -> float:
     return sum(cpu_seconds(pid) for pid in asyncio.run(pids()))
 
 
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def database() -> Iterator[str]:
     name = f"azora_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
         upgrade(url)
         yield url
