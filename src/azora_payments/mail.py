@@ -91,6 +91,41 @@ def receipt_message(
     return message
 
 
+def refund_message(
+    *,
+    sender: str,
+    sender_name: str,
+    recipient: str,
+    amount_text: str,
+    description: str | None,
+    receipt_number: str | None,
+    message_id: str,
+) -> EmailMessage:
+    """The e-mail telling the customer a refund succeeded: text and HTML alternatives."""
+    message = EmailMessage()
+    message["Subject"] = f"Your refund of {amount_text} from {sender_name}"
+    message["From"] = formataddr((sender_name, sender))
+    message["To"] = recipient
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = message_id
+    line = description or "your payment"
+    reference = f" (receipt {receipt_number})" if receipt_number else ""
+    message.set_content(
+        f"{sender_name} has refunded {amount_text} for {line}{reference}.\n\n"
+        "It can take 5 to 10 business days to appear on your statement.\n"
+    )
+    esc = html.escape
+    message.add_alternative(
+        "<!doctype html><html><body>"
+        f"<p>{esc(sender_name)} has refunded <strong>{esc(amount_text)}</strong> for "
+        f"{esc(line)}{esc(reference)}.</p>"
+        "<p>It can take 5 to 10 business days to appear on your statement.</p>"
+        "</body></html>",
+        subtype="html",
+    )
+    return message
+
+
 class Mailer:
     """Sends over SMTP when `smtp_url` is set, else writes `.eml` files to `outbox_dir`, else
     has nowhere to send (the caller decides what that means)."""

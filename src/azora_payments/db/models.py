@@ -125,6 +125,8 @@ class Refund(Base):
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(255))
+    # When the customer was told it succeeded (an e-mail goes out once).
+    emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 

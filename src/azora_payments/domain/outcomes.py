@@ -16,9 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.domain import notifications, receipts
+from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
 
 logger = logging.getLogger(__name__)
+
+REFUND_EMAIL = "refund.email"
 
 
 async def payment_status_changed(session: AsyncSession, payment: Payment, *, previous: str) -> None:
@@ -51,6 +54,14 @@ async def refund_status_changed(
             type=kind,
             payment_id=payment.id,
             data=notifications.refund_data(refund, payment),
+        )
+    if refund.status == "succeeded":
+        # The customer is e-mailed once it succeeds (API.md, refunds).
+        await enqueue(
+            session,
+            kind=REFUND_EMAIL,
+            payload={"refund_id": refund.id},
+            unique_key=f"refund-email:{refund.id}",
         )
 
 

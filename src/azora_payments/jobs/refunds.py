@@ -1,0 +1,62 @@
+"""Tells the customer, by e-mail, that a refund succeeded: once, from the durable queue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.db.repositories import receipts as receipts_repo
+from azora_payments.db.repositories import refunds as refunds_repo
+from azora_payments.db.types import utcnow
+from azora_payments.domain import audit
+from azora_payments.domain.money import format_amount
+from azora_payments.domain.outcomes import REFUND_EMAIL
+from azora_payments.jobs.registry import JobContext, job_kind
+from azora_payments.logs import log_fields
+from azora_payments.mail import Delivery, Mailer, refund_message
+
+logger = logging.getLogger(__name__)
+
+
+@job_kind(REFUND_EMAIL, max_attempts=20, timeout=120.0, backoff_base=30.0, backoff_cap=3600.0)
+async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
+    services = ctx.services
+    settings = services.settings
+    refund_id = str(payload["refund_id"])
+    async with services.db.read() as session:
+        refund = await refunds_repo.get(session, refund_id)
+        if refund is None or refund.emailed_at is not None or refund.status != "succeeded":
+            return
+        payment = await payments_repo.get(session, refund.payment_id)
+        assert payment is not None
+        receipt = await receipts_repo.of_payment(session, payment.id)
+    fields = log_fields(refund_id=refund_id, payment_id=payment.id)
+    mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
+    if not payment.receipt_email or mailer.delivery is Delivery.NOWHERE:
+        logger.warning("refund e-mail not sent: no address or nowhere to send", extra=fields)
+        return
+    domain = settings.receipt_from_email.rpartition("@")[2] or "azora.dev"
+    message = refund_message(
+        sender=settings.receipt_from_email,
+        sender_name=settings.merchant_name,
+        recipient=payment.receipt_email,
+        amount_text=format_amount(refund.amount, refund.currency),
+        description=payment.description,
+        receipt_number=receipt.number if receipt is not None else None,
+        # A crash between sending and the commit below sends it again: the same Message-ID.
+        message_id=f"<{refund.id}.refunded@{domain}>",
+    )
+    delivery = await mailer.send(message)
+    async with services.db.transaction() as session:
+        row = await refunds_repo.get(session, refund_id)
+        assert row is not None
+        row.emailed_at = utcnow()
+        audit.record(
+            session,
+            actor=audit.SYSTEM,
+            action="refund.emailed",
+            payment_id=payment.id,
+            details={"refund_id": refund_id, "delivery": str(delivery)},
+        )
+    logger.info("refund e-mailed", extra=fields)
