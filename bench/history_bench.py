@@ -18,8 +18,6 @@ import asyncio
 import os
 import platform
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +37,16 @@ from azora_payments.db.migrate import upgrade
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.session import Database
 from azora_payments.pagination import encode_cursor
-from machine import ADMIN_URL, admin, cpu_model, free_port, loadavg, pg_version, wait_http
+from machine import (
+    ADMIN_URL,
+    admin,
+    cpu_model,
+    free_port,
+    loadavg,
+    pg_version,
+    stop_server,
+    wait_http,
+)
 
 JWT_SECRET = secrets.token_urlsafe(48)
 HEAVY_USER = "user_heavy"
@@ -346,19 +353,7 @@ def main() -> None:
             for line in plan:
                 print("    " + line)
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        if log is not None:
-            log.close()
-        if server is not None and server.returncode not in (0, -signal.SIGTERM):
-            print(f"# server exited with {server.returncode}; its log: {workdir / 'server.log'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(server, log, workdir)
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

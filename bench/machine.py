@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import asyncpg
 import httpx
@@ -84,3 +87,22 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
             pass
         time.sleep(0.1)
     raise TimeoutError(url)
+
+
+def stop_server(
+    server: subprocess.Popen[bytes] | None, log: IO[bytes] | None, workdir: Path
+) -> None:
+    """Stop a benchmark's server; keep its folder (and say where its log is) if it died badly."""
+    if server is not None and server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    if log is not None:
+        log.close()
+    if server is not None and server.returncode not in (0, -signal.SIGTERM):
+        print(f"# server exited with {server.returncode}; its log: {workdir / 'server.log'}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +33,17 @@ import jwt
 
 from azora_payments.db.migrate import upgrade
 from azora_payments.devstack.emulator import EmulatorProcess
-from machine import ADMIN_URL, TICK, admin, cpu_seconds, free_port, header, loadavg, wait_http
+from machine import (
+    ADMIN_URL,
+    TICK,
+    admin,
+    cpu_seconds,
+    free_port,
+    header,
+    loadavg,
+    stop_server,
+    wait_http,
+)
 
 STRIPE_KEY = "sk_test_" + secrets.token_hex(12)
 JWT_SECRET = secrets.token_urlsafe(48)
@@ -289,19 +297,7 @@ def main() -> None:
             f"{os.cpu_count()} cores; load average after: {loadavg()}."
         )
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        if log is not None:
-            log.close()
-        if server is not None and server.returncode not in (0, -signal.SIGTERM):
-            print(f"# server exited with {server.returncode}; its log: {workdir / 'server.log'}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(server, log, workdir)
         emulator.stop()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -37,23 +37,12 @@ from tests.conftest import (
     unique_user,
     wait_http,
 )
+from tests.test_payments import payment_body
 
 pytestmark = pytest.mark.slow
 
 PROCESS = "/api/payments/process"
 CREATE_INTENT = "POST /v1/payment_intents"
-
-
-def payment_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "amount": 2000,
-        "currency": "usd",
-        "payment_method_id": "pm_card_visa",
-        "description": "Course: Linear Algebra",
-        "metadata": {"order_id": "ord_42"},
-    }
-    body.update(overrides)
-    return body
 
 
 class Buyer:
