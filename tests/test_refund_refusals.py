@@ -204,12 +204,10 @@ async def test_unanswered_refund_stripe_never_got_is_failed_and_told(
     assert (row.status, row.failure_reason) == ("failed", "stripe_unreachable")
     after = (await api.get(f"/api/payments/{payment['id']}", headers=operator())).json()
     assert after["amount_refunded"] == 0
-    told = [n for n in await notifications_of(stripe_services, payment["id"])]
+    told = await notifications_of(stripe_services, payment["id"])
     assert [n.data["id"] for n in told if n.type == "refund.failed"] == [refund_id]
-    audited = [a for a in await audit_of(stripe_services, payment["id"])]
-    assert any(
-        a.action == "refund.failed" and a.details["refund_id"] == refund_id for a in audited
-    )
+    audited = await audit_of(stripe_services, payment["id"])
+    assert any(a.action == "refund.failed" and a.details["refund_id"] == refund_id for a in audited)
     assert await stripe_refunds(stripe_emulator, payment["stripe_payment_intent_id"]) == []
 
 
