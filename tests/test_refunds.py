@@ -277,10 +277,11 @@ async def test_stripe_refusals_keep_their_code(
     refused = await api.post(REFUND, json=body, headers=headers)
     assert refused.status_code == 409, refused.text
     assert refused.json()["code"] == code
-    # Not stored, but answered the same way again, without asking Stripe twice.
+    assert refused.json()["retryable"] is False
+    # A final answer: stored and replayed, without asking Stripe twice.
     again = await api.post(REFUND, json=body, headers=headers)
-    assert again.json()["code"] == code
-    assert "idempotent-replayed" not in again.headers
+    assert again.text == refused.text
+    assert again.headers["idempotent-replayed"] == "true"
     after = (await api.get(f"/api/payments/{payment['id']}", headers=operator())).json()
     ours = [r for r in after["refunds"] if r["amount"] == 100]
     assert [r["status"] for r in ours] == ["failed"]

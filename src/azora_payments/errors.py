@@ -21,6 +21,7 @@ Every error the service shows a client is an `AzoraError` with a status and a st
     ├── Conflict (409)                       conflict
     │   ├── IdempotencyRequestInProgress     idempotency_request_in_progress
     │   ├── PaymentNotRefundable             payment_not_refundable
+    │   ├── PaymentFailed                    payment_failed (final: never charged again)
     │   └── RefundRefused                    refund_refused, or Stripe's: charge_disputed, …
     ├── PayloadTooLarge (413)                payload_too_large
     ├── ValidationFailed (422)               validation_error
@@ -171,6 +172,11 @@ class IdempotencyRequestInProgress(Conflict):
 class PaymentNotRefundable(Conflict):
     code = "payment_not_refundable"
     title = "Only a succeeded payment can be refunded."
+
+
+class PaymentFailed(Conflict):
+    code = "payment_failed"
+    title = "This payment failed. You were not charged; try again with a new request."
 
 
 class RefundRefused(Conflict):

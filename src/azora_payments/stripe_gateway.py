@@ -304,46 +304,70 @@ class StripeGateway:
         )
         return _intent(intent)
 
-    async def find_payment_intent(self, payment_id: str) -> StripeIntent | None:
-        """The intent created for our payment, found by the id we put in its metadata."""
+    async def cancel_payment_intent(
+        self, intent_id: str, *, reason: str, idempotency_key: str
+    ) -> StripeIntent:
+        """Cancel an intent that must never be confirmed again (a failed or abandoned payment).
+        `reason` is one of Stripe's `cancellation_reason`s (`abandoned`, `duplicate`, ...)."""
+        params: stripe.params.PaymentIntentCancelParams = {"cancellation_reason": reason}
+        intent = await self._call(
+            "payment_intent.cancel",
+            lambda: self._client.v1.payment_intents.cancel_async(
+                intent_id, params, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return _intent(intent)
+
+    async def search_payment_intents(self, payment_id: str) -> list[StripeIntent]:
+        """Stripe's search by the id we put in the metadata (it lags writes by up to a minute)."""
         result = await self._call(
             "payment_intent.search",
             lambda: self._client.v1.payment_intents.search_async(
-                {"query": f"metadata['azora_payment_id']:'{payment_id}'", "limit": 1}
+                {"query": f"metadata['azora_payment_id']:'{payment_id}'", "limit": 10}
             ),
         )
-        data = result.get("data") or []
-        return _intent(data[0]) if data else None
+        return [_intent(pi) for pi in result.get("data") or []]
 
-    async def find_payment_intent_for(
-        self, *, payment_id: str, customer_id: str | None, created_after: int
-    ) -> StripeIntent | None:
-        """The intent made for our payment. Stripe's search first; where search is not
-        available (the emulator answers 404), the customer's intents created since
-        `created_after` are listed and matched on our metadata (bounded: 10 pages)."""
-        try:
-            return await self.find_payment_intent(payment_id)
-        except StripeRejected as exc:
-            if exc.http_status != 404 or customer_id is None:
-                raise
+    async def list_customer_intents_for(
+        self, *, payment_id: str, customer_id: str, created_after: int
+    ) -> list[StripeIntent]:
+        """The customer's intents created since `created_after` that carry our payment id
+        (the list has no lag, unlike search; bounded: 10 pages)."""
         params: stripe.params.PaymentIntentListParams = {
             "customer": customer_id,
             "created": {"gte": created_after},
             "limit": 100,
         }
+        found: list[StripeIntent] = []
         for _ in range(10):
             page = await self._call(
                 "payment_intent.list",
                 lambda: self._client.v1.payment_intents.list_async(params),
             )
             data = page.get("data") or []
-            for pi in data:
-                if (_get(pi, "metadata") or {}).get("azora_payment_id") == payment_id:
-                    return _intent(pi)
+            found += [
+                _intent(pi)
+                for pi in data
+                if (_get(pi, "metadata") or {}).get("azora_payment_id") == payment_id
+            ]
             if not page.get("has_more") or not data:
-                return None
+                break
             params["starting_after"] = str(data[-1]["id"])
-        return None
+        return found
+
+    async def find_payment_intents_for(
+        self, *, payment_id: str, customer_id: str | None, created_after: int
+    ) -> list[StripeIntent]:
+        """Every intent Stripe holds for our payment, asked both ways: search by our metadata,
+        and the customer's recent intents (search lags; the list needs the customer). An empty
+        answer means Stripe has none; a failure of either question raises."""
+        found = {pi.id: pi for pi in await self.search_payment_intents(payment_id)}
+        if customer_id is not None:
+            listed = await self.list_customer_intents_for(
+                payment_id=payment_id, customer_id=customer_id, created_after=created_after
+            )
+            found.update({pi.id: pi for pi in listed})
+        return list(found.values())
 
     # -------------------------------------------------------------- refunds
 

@@ -48,12 +48,14 @@ def intent_obj(
     payment_id: str | None = None,
     charge_id: str | None = None,
     error_code: str | None = None,
+    customer: str | None = "cus_test",
 ) -> dict[str, Any]:
     pi = copy.deepcopy(SHAPES["payment_intent"])
     pi.update(
         id=pi_id,
         status=status,
         amount=amount,
+        customer=customer,
         amount_received=amount if status == "succeeded" else 0,
         canceled_at=None,
         client_secret=f"{pi_id}_secret_x",

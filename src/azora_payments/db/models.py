@@ -160,7 +160,13 @@ class IdempotencyKey(Base):
     """One client request under an `Idempotency-Key`, and how far it got (its recovery point)."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("user_id", "key"), Index(None, "created_at"))
+    __table_args__ = (
+        UniqueConstraint("user_id", "key"),
+        Index(None, "created_at"),
+        # Reconciliation takes the key of the payment or refund it settles.
+        Index(None, "payment_id"),
+        Index(None, "refund_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(255))

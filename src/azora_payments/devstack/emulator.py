@@ -114,7 +114,11 @@ k    no fault injection                                   ``POST /_azora/faults`
                                                           ``method``, ``path`` regex,
                                                           ``status`` (0 = drop the
                                                           connection), ``times``, ``delay``,
-                                                          ``after``); ``DELETE
+                                                          ``after``, ``code``: a 4xx refusal
+                                                          with Stripe's code, e.g. a refund's
+                                                          ``balance_insufficient`` or a
+                                                          cancel's ``payment_intent_``
+                                                          ``unexpected_state``); ``DELETE
                                                           /_azora/faults``; ``GET|DELETE
                                                           /_azora/requests`` (counts per
                                                           ``METHOD path``); ``DELETE
@@ -131,6 +135,12 @@ l    ``pm_card_mastercard``/``amex``/… unknown; brand     more ``pm_card_*`` t
                                                           detached/updated``; charges carry
                                                           ``payment_method_details``,
                                                           ``outcome``, ``disputed``
+m    no ``GET /v1/payment_intents/search``                ``metadata['k']:'v'``, ``customer:``
+                                                          and ``status:`` clauses joined by
+                                                          ``AND``; like Stripe's index it lags
+                                                          writes: ``POST /_azora/search``
+                                                          ``{"lag": 60}`` hides intents
+                                                          younger than that (default 0)
 ===  ===================================================  ======================================
 
 Not emulated: off-session ``authentication_required`` declines, ``ending_before`` paging,
@@ -176,6 +186,7 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     after: bool = False
+    code: str | None = None
 
     def matches(self, request: web.Request) -> bool:
         method_ok = self.method is None or self.method.upper() == request.method
@@ -210,6 +221,7 @@ class EmulatorState:
         self.idempotency.clear()
         self.faults.clear()
         self.requests.clear()
+        _patches().SETTINGS.search_lag = 0.0
 
 
 STATE_KEY = web.AppKey("azora_emulator_state", EmulatorState)
@@ -270,10 +282,10 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.Response(status=500)
     if fault.status >= 500:
         return _stripe_error(fault.status, "api_error", "An unknown error occurred (injected).")
-    code = "rate_limit" if fault.status == 429 else "injected_fault"
+    code = fault.code or ("rate_limit" if fault.status == 429 else "injected_fault")
     return _stripe_error(
-        fault.status, "invalid_request_error", "Injected fault.", code=code
-    )  # fmt: skip
+        fault.status, "invalid_request_error", f"Injected refusal ({code}).", code=code
+    )
 
 
 def _fingerprint(request: web.Request, body: bytes) -> tuple[str, str, Any]:
@@ -354,6 +366,7 @@ async def add_fault(request: web.Request) -> web.Response:
             times=int(data.get("times", 1)),
             delay=float(data.get("delay", 0.0)),
             after=bool(data.get("after", False)),
+            code=str(data["code"]) if data.get("code") else None,
         )
         re.compile(fault.path)
     except (ValueError, KeyError, TypeError, re.error) as e:
@@ -369,6 +382,16 @@ async def list_faults(request: web.Request) -> web.Response:
 async def clear_faults(request: web.Request) -> web.Response:
     request.app[STATE_KEY].faults.clear()
     return web.json_response({})
+
+
+async def set_search(request: web.Request) -> web.Response:
+    """Gap m: how far Stripe's search index lags behind writes (seconds)."""
+    try:
+        lag = float((await request.json())["lag"])
+    except (ValueError, KeyError, TypeError) as e:
+        return _stripe_error(400, "invalid_request_error", f"Bad search settings: {e!r}")
+    _patches().SETTINGS.search_lag = max(lag, 0.0)
+    return web.json_response({"lag": _patches().SETTINGS.search_lag})
 
 
 async def request_counts(request: web.Request) -> web.Response:
@@ -400,6 +423,7 @@ def build_app(*, webhook_delay: float = 1.0) -> web.Application:
     app.router.add_post("/_azora/faults", add_fault)
     app.router.add_get("/_azora/faults", list_faults)
     app.router.add_delete("/_azora/faults", clear_faults)
+    app.router.add_post("/_azora/search", set_search)
     app.router.add_get("/_azora/requests", request_counts)
     app.router.add_delete("/_azora/requests", clear_request_counts)
 

@@ -14,6 +14,7 @@ import hmac
 import itertools
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +40,9 @@ REQUEST_CONTEXT: contextvars.ContextVar[tuple[str | None, str | None]] = context
 @dataclass
 class Settings:
     webhook_delay: float = 1.0
+    # Stripe's search index lags writes ("typically within a minute"): an object younger than
+    # this is not found by search yet (0: found at once). Set through `POST /_azora/search`.
+    search_lag: float = 0.0
 
 
 SETTINGS = Settings()
@@ -992,6 +996,64 @@ def _pi_list(
     )
 
 
+_SEARCH_CLAUSE = re.compile(r"""^(metadata\['([^']+)'\]|customer|status):'([^']*)'$""")
+
+
+class SearchResult:
+    """A `search_result` page: everything matching on one page (no `next_page`)."""
+
+    def __init__(self, url: str, items: list[Any]) -> None:
+        self.url = url
+        self.items = items
+
+    def _export(self, expand: Any = None) -> dict[str, Any]:
+        return {
+            "object": "search_result",
+            "url": self.url,
+            "has_more": False,
+            "next_page": None,
+            "data": [item._export(expand=expand) for item in self.items],
+        }
+
+
+def _search_matcher(query: str) -> Callable[[Any], bool]:
+    clauses = []
+    for part in re.split(r"\s+AND\s+", query.strip()):
+        found = _SEARCH_CLAUSE.match(part.strip())
+        if found is None:
+            raise invalid(f"Unsupported search query: {part!r}", param="query")
+        clauses.append((found.group(1), found.group(2), found.group(3)))
+
+    def match(obj: Any) -> bool:
+        for field_name, meta_key, value in clauses:
+            if meta_key is not None:
+                if (obj.metadata or {}).get(meta_key) != value:
+                    return False
+            elif str(getattr(obj, field_name, None) or "") != value:
+                return False
+        return True
+
+    return match
+
+
+def _pi_search(query: str = "", limit: Any = None, page: Any = None, **kwargs: Any) -> Any:
+    """Gap m: `GET /v1/payment_intents/search` with `metadata['k']:'v'`, `customer:'…'` and
+    `status:'…'` clauses joined by AND; newest first; intents younger than the search lag are
+    not indexed yet, as on Stripe."""
+    match = _search_matcher(query)
+    newest = time.time() - SETTINGS.search_lag
+    items = [
+        obj
+        for key, obj in R.store.items()
+        if key.startswith("payment_intent:") and obj.created <= newest and match(obj)
+    ]
+    items.sort(key=lambda obj: getattr(obj, "_azora_seq", 0), reverse=True)
+    count = R.try_convert_to_int(limit) if limit is not None else 10
+    if not isinstance(count, int) or not 1 <= count <= 100:
+        raise invalid("limit must be between 1 and 100", param="limit")
+    return SearchResult("/v1/payment_intents/search", items[:count])
+
+
 # ------------------------------------------------------------ gaps c, g: refunds
 
 REFUND_REASONS = (None, "duplicate", "fraudulent", "requested_by_customer")
@@ -1339,6 +1401,8 @@ def apply(*, webhook_delay: float) -> None:
     # gaps c, g: refunds
     R.Refund.__init__ = _refund_init(R.Refund.__init__)
     R.Refund._api_list_all = classmethod(_refund_list)
+    # gap m: search (an extra route, so it is matched before `/v1/payment_intents/{id}`)
+    R.extra_apis.append(("GET", "/v1/payment_intents/search", _pi_search))
     _rebind_extra_apis()
 
 

@@ -32,7 +32,7 @@ from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, outcomes
-from azora_payments.domain.payments import apply_intent
+from azora_payments.domain.payments import apply_intent, intent_mismatch, refuse_mismatch
 from azora_payments.errors import InternalError, InvalidSignature
 from azora_payments.ids import new_id
 from azora_payments.jobs.queue import enqueue
@@ -218,6 +218,12 @@ async def apply_event(session: AsyncSession, event: dict[str, Any]) -> Applied:
         )
         if payment is None:
             return _unknown(obj)
+        mismatch = intent_mismatch(payment, intent)
+        if mismatch is not None:
+            refuse_mismatch(session, payment, intent, field=mismatch)
+            return Applied(
+                events_repo.IGNORED, reason=f"{intent.id} does not match {payment.id}: {mismatch}"
+            )
         return Applied(events_repo.APPLIED, await settle_intent(session, payment, intent))
     if event_type in REFUND_EVENTS:
         refund = refund_from_object(obj)
@@ -297,7 +303,10 @@ async def _payment_of_refund(session: AsyncSession, refund: StripeRefund) -> Pay
     if ours:
         row = await refunds_repo.get(session, ours)
         if row is not None:
-            return await payments_repo.get(session, row.payment_id, for_update=True)
+            payment = await payments_repo.get(session, row.payment_id, for_update=True)
+            # Our refund id on another charge is not our refund (another integration's label).
+            if payment is not None and refund.charge in (None, payment.stripe_charge_id):
+                return payment
     return await find_payment(session, charge_id=refund.charge)
 
 

@@ -62,6 +62,10 @@ class Held:
     refund_id: str | None
 
 
+class KeyBusy(Exception):
+    """The key is held by a request still in flight: whoever wanted it must not race it."""
+
+
 def request_fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
@@ -162,6 +166,32 @@ class IdempotencyKeys:
                 return None
             if row.locked_at is not None:
                 logger.warning("idempotency key %s: lock expired, resuming", row.id)
+            row.locked_at = now
+            row.last_run_at = now
+            return Held(
+                key_id=row.id,
+                recovery_point=row.recovery_point,
+                lock=now,
+                payment_id=row.payment_id,
+                refund_id=row.refund_id,
+            )
+
+    async def take_over(
+        self, *, payment_id: str | None = None, refund_id: str | None = None
+    ) -> Held | Stored | None:
+        """Take the key of the request that made this payment (or refund), as a retry would,
+        so that reconciliation can finish that request without racing one: `Held` (ours now),
+        `Stored` (it already has its answer), None (no key any more). `KeyBusy` while a live
+        request holds it."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            row = await keys_repo.of_work(session, payment_id=payment_id, refund_id=refund_id)
+            if row is None:
+                return None
+            if row.recovery_point == FINISHED and row.response_status is not None:
+                return Stored(row.response_status, row.response_body or "{}")
+            if row.locked_at is not None and not self._expired(row.locked_at):
+                raise KeyBusy(f"idempotency key {row.id} is held")
             row.locked_at = now
             row.last_run_at = now
             return Held(

@@ -4,7 +4,9 @@ webhook or reconciliation. A job enqueued here (receipt, e-mail, notification to
 commits with the change or not at all: use `jobs.enqueue(session, …, unique_key=…)`.
 
 Notifications to the product's backend are told here: payment.succeeded, .failed,
-.requires_action, .canceled, .disputed; refund.succeeded, .failed.
+.requires_action, .canceled, .disputed; refund.succeeded, .failed. A failed payment's
+PaymentIntent is closed at Stripe from the queue (no `client_secret` may retry it), and a
+failure Stripe overturns rewrites the request's stored answer.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
-from azora_payments.domain import notifications, receipts
+from azora_payments.domain import final_answers, notifications, receipts
 from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
 
 logger = logging.getLogger(__name__)
 
 REFUND_EMAIL = "refund.email"
+CLOSE_INTENT = "stripe.intent.close"
 
 
 async def payment_status_changed(session: AsyncSession, payment: Payment, *, previous: str) -> None:
@@ -32,6 +35,16 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
     )
     if payment.status == "succeeded":
         await receipts.enqueue_issue(session, payment)
+        if previous in final_answers.GIVEN_UP:
+            await final_answers.failure_overturned(session, payment, previous=previous)
+    if payment.status == "failed" and payment.stripe_payment_intent_id is not None:
+        # Declined or given up: its intent must not be confirmed again with other cards.
+        await enqueue(
+            session,
+            kind=CLOSE_INTENT,
+            payload={"payment_id": payment.id},
+            unique_key=f"intent-close:{payment.id}",
+        )
     kind = notifications.PAYMENT_TYPES.get(payment.status)
     if kind is not None:
         await _tell_payment(session, payment, kind)

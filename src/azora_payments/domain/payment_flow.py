@@ -9,6 +9,8 @@ recovery point; the next attempt with the same key resumes there, and because th
 idempotency key derives from our payment id, Stripe answers a resumed call with the
 PaymentIntent it already made. Stripe unreachable: the payment stays `processing`, the key is
 released unfinished, and the answer is a 503 that a retry, a webhook or reconciliation settles.
+Final means final: a resumed attempt that finds its payment already settled (by a webhook, or
+by reconciliation giving up) answers it as it stands and never calls Stripe to charge it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, methods
+from azora_payments.domain import audit, final_answers, methods
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
-from azora_payments.domain.payments import apply_intent, mark_failed
+from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     AzoraError,
@@ -107,7 +109,9 @@ async def process(
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
         raise
-    await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
+    if answer.stored.status < 300:
+        # Only successes are cached: a failure's answer may still be overturned by Stripe.
+        await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
     return answer
 
 
@@ -194,6 +198,9 @@ async def _charge(
             payment = await payments_repo.get(session, payment_id)
     assert payment is not None
     assert payment.id == payment_id
+    if payment.status in FINAL:
+        return await _answer_settled(keys=keys, held=held, payment_id=payment_id)
+    crash_point("payment.before_stripe")
     declined: CardDeclined | None = None
     rejected: StripeRejected | None = None
     intent = None
@@ -255,6 +262,19 @@ async def _charge(
         if not await keys.finish(session, held, answer.stored):
             raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
     return answer
+
+
+async def _answer_settled(*, keys: IdempotencyKeys, held: Held, payment_id: str) -> Answer:
+    """The key's answer for a payment settled without it; nothing is sent to Stripe."""
+    async with keys.db.transaction() as session:
+        payment = await payments_repo.get(session, payment_id, for_update=True)
+        assert payment is not None
+        if payment.status == "succeeded" and payment.save_payment_method:
+            await _remember_card(session, payment)
+        stored = await final_answers.payment_answer(session, payment)
+        if not await keys.finish(session, held, stored):
+            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+    return Answer(stored)
 
 
 REJECTED_MESSAGE = "The payment could not be made with this payment method."

@@ -7,12 +7,17 @@ can never turn `succeeded` back into `processing`.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, outcomes
+from azora_payments.logs import log_fields
 from azora_payments.stripe_gateway import PaymentError, StripeIntent
+
+logger = logging.getLogger(__name__)
 
 FINAL = frozenset({"succeeded", "failed", "canceled"})
 UNSETTLED = ("requires_payment_method", "requires_action", "processing")
@@ -43,6 +48,11 @@ def status_of(intent: StripeIntent) -> str:
     return "processing"
 
 
+def rank(status: str) -> int:
+    """How far along a status is (a status only moves to a higher rank)."""
+    return _RANK[status]
+
+
 def may_move(current: str, new: str) -> bool:
     if current == new:
         return False
@@ -51,10 +61,50 @@ def may_move(current: str, new: str) -> bool:
     return _RANK[new] > _RANK[current]
 
 
+def intent_mismatch(payment: Payment, intent: StripeIntent) -> str | None:
+    """Why `intent` is not this payment's (the field that differs), or None when it is: the
+    intent we recorded, or one carrying our payment id, for the same amount, currency and
+    Stripe customer. Another integration on the same Stripe account must not settle ours."""
+    if payment.stripe_payment_intent_id not in (None, intent.id):
+        return "stripe_payment_intent_id"
+    ours = intent.metadata.get("azora_payment_id")
+    if ours != payment.id and not (ours is None and payment.stripe_payment_intent_id == intent.id):
+        return "azora_payment_id"
+    if intent.amount != payment.amount:
+        return "amount"
+    if intent.currency.lower() != payment.currency:
+        return "currency"
+    if payment.stripe_customer_id is not None and intent.customer != payment.stripe_customer_id:
+        return "customer"
+    return None
+
+
+def refuse_mismatch(
+    session: AsyncSession, payment: Payment, intent: StripeIntent, *, field: str
+) -> None:
+    """An intent that is not this payment's: logged and audited, never applied."""
+    logger.warning(
+        "stripe intent does not match the payment: not applied",
+        extra=log_fields(payment_id=payment.id, intent=intent.id, field=field),
+    )
+    audit.record(
+        session,
+        actor=audit.STRIPE,
+        action="payment.intent_mismatch",
+        payment_id=payment.id,
+        details={"stripe_payment_intent_id": intent.id, "field": field},
+    )
+
+
 async def apply_intent(
     session: AsyncSession, payment: Payment, intent: StripeIntent, *, actor: audit.Actor
 ) -> bool:
-    """Bring `payment` forward to what `intent` says; True when its status changed."""
+    """Bring `payment` forward to what `intent` says; True when its status changed. An intent
+    that does not match the payment is refused (`intent_mismatch`)."""
+    mismatch = intent_mismatch(payment, intent)
+    if mismatch is not None:
+        refuse_mismatch(session, payment, intent, field=mismatch)
+        return False
     # Until Stripe's first answer, `processing` is only a placeholder ("we asked Stripe"), so
     # the first snapshot of the intent sets the status whatever its rank.
     first_answer = payment.stripe_payment_intent_id is None

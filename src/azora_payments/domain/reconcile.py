@@ -14,13 +14,17 @@ One pass, in this order:
 3. Payments with a refund pending for that long: their refunds re-listed and settled.
 4. Events whose apply job died without parking them (a lost lease) are parked.
 
-A payment whose intent Stripe does not have after the threshold is `failed` with
-`stripe_unreachable`. That is safe: the intent is created with the idempotency key
-`azora:pi:<payment id>` by the request that made the payment; after the threshold (15 min by
-default, far beyond Stripe's timeouts and retries) that request is over, and Stripe's search lag
-is about a minute. If a client later retries the same request and it does create the intent, the
-payment's first intent snapshot sets its status whatever it was (`apply_intent`), and
-`succeeded` outranks `failed`, so money taken is always shown.
+Final means final (API.md): a payment whose request never heard back from Stripe is finished
+as that request would have been, never raced. Reconciliation first takes the request's
+idempotency key (a retry in flight holding it defers the payment to the next pass), then asks
+Stripe both ways (search by our metadata, which lags, and the customer's recent intents) and
+applies what it finds: a charge wins; an intent that can still complete (3-D Secure, processing)
+is left to finish; an intent that never got anywhere is canceled. With no intent at Stripe, the
+payment is `failed` with `stripe_unreachable`. Whenever the payment ends final, the key stores
+its final answer (`201`, or `409 payment_failed`), which every later try replays. The threshold
+(15 min by default) is far beyond Stripe's timeouts and retries, so the request is over.
+
+A refund whose request never heard back is finished the same way (`refunds.settle_unanswered`).
 """
 
 from __future__ import annotations
@@ -30,14 +34,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from azora_payments.db.models import Payment
 from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, events
-from azora_payments.domain.payments import mark_failed
+from azora_payments.domain import audit, events, final_answers
+from azora_payments.domain.idempotency import Held, KeyBusy
+from azora_payments.domain.payments import (
+    FINAL,
+    intent_mismatch,
+    mark_failed,
+    rank,
+    refuse_mismatch,
+    status_of,
+)
+from azora_payments.domain.refunds import settle_unanswered
 from azora_payments.errors import ServiceUnavailable
+from azora_payments.faults import crash_point
 from azora_payments.logs import log_fields
 from azora_payments.services import Services
 from azora_payments.stripe_gateway import PaymentError, StripeIntent, StripeRefund, StripeRejected
@@ -53,6 +69,8 @@ EVENTS_CURSOR = "stripe.events"
 EVENT_PAGE = 100
 MAX_EVENT_PAGES = 100
 BATCH = 200
+# An intent made but never confirmed: nothing can come of it but a charge nobody asked for now.
+NEVER_STARTED = frozenset({"requires_payment_method", "requires_confirmation"})
 UNREACHABLE = PaymentError(
     code="stripe_unreachable",
     decline_code=None,
@@ -67,6 +85,7 @@ class Report:
     events_recorded: int = 0
     payments_checked: int = 0
     refunds_checked: int = 0
+    deferred: int = 0
     parked: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -75,6 +94,7 @@ class Report:
             f"events: {self.events_listed} listed, {self.events_recorded} new; "
             f"payments checked: {self.payments_checked}; "
             f"refunded payments checked: {self.refunds_checked}; parked: {self.parked}; "
+            f"deferred (a request holds the key): {self.deferred}; "
             f"changes: {len(self.changes)}; errors: {len(self.errors)}"
         )
         return [*self.changes, *(f"error: {e}" for e in self.errors), summary]
@@ -87,6 +107,7 @@ async def reconcile(services: Services, *, now: datetime | None = None) -> Repor
     threshold = now - timedelta(seconds=services.settings.reconcile_after_seconds)
     await catch_up_events(services, report=report, now=now)
     await settle_stale_payments(services, report=report, older_than=threshold, now=now)
+    await settle_unanswered_refunds(services, report=report, older_than=threshold, now=now)
     await settle_stale_refunds(services, report=report, older_than=threshold)
     async with services.db.transaction() as session:
         parked = await events_repo.park_where_job_dead(session, apply_kind=events.APPLY_KIND)
@@ -160,8 +181,14 @@ async def settle_stale_payments(
     for payment in stale:
         report.payments_checked += 1
         try:
-            intent = await _intent_of(services, payment)
+            if payment.stripe_payment_intent_id is None:
+                report.changes += await finish_unanswered(services, payment, now=now)
+                continue
+            intent = await services.stripe.retrieve_payment_intent(payment.stripe_payment_intent_id)
             refunds = await _refunds_of(services, intent)
+        except KeyBusy:
+            report.deferred += 1
+            continue
         except (ServiceUnavailable, StripeRejected) as exc:
             report.errors.append(f"{payment.id}: {type(exc).__name__}")
             continue
@@ -170,18 +197,83 @@ async def settle_stale_payments(
             if locked is None:
                 continue
             await payments_repo.mark_reconciled(session, locked.id, at=now)
-            if intent is None:
-                previous = locked.status
-                if locked.stripe_payment_intent_id is None and await mark_failed(
-                    session, locked, UNREACHABLE, actor=audit.SYSTEM
-                ):
-                    report.changes.append(
-                        f"{locked.id}: {previous} -> failed (no PaymentIntent at Stripe)"
-                    )
-                continue
             report.changes += await events.settle_intent(session, locked, intent)
             for refund in refunds:
                 report.changes += await events.settle_refund(session, locked, refund)
+
+
+async def finish_unanswered(services: Services, payment: Payment, *, now: datetime) -> list[str]:
+    """A payment whose request never heard back from Stripe (see the module docstring)."""
+    taken = await services.idempotency.take_over(payment_id=payment.id)
+    held = taken if isinstance(taken, Held) else None
+    finished = False
+    try:
+        crash_point("reconcile.key_taken")
+        found = await services.stripe.find_payment_intents_for(
+            payment_id=payment.id,
+            customer_id=payment.stripe_customer_id,
+            created_after=int((payment.created_at - timedelta(minutes=5)).timestamp()),
+        )
+        ours = [i for i in found if intent_mismatch(payment, i) is None]
+        intent = max(ours, key=lambda i: rank(status_of(i)), default=None)
+        if intent is not None and intent.status in NEVER_STARTED and not intent.last_payment_error:
+            intent = await services.stripe.cancel_payment_intent(
+                intent.id, reason="abandoned", idempotency_key=f"azora:pi_cancel:{intent.id}"
+            )
+        refunds = await _refunds_of(services, intent)
+        crash_point("reconcile.after_asking")
+        changes: list[str] = []
+        async with services.db.transaction() as session:
+            locked = await payments_repo.get(session, payment.id, for_update=True)
+            if locked is None:
+                return []
+            await payments_repo.mark_reconciled(session, locked.id, at=now)
+            for other in found:
+                if other not in ours:
+                    field = intent_mismatch(locked, other) or "azora_payment_id"
+                    refuse_mismatch(session, locked, other, field=field)
+            previous = locked.status
+            if intent is None or intent.status == "canceled":
+                # Stripe has nothing that can still take money: we give up, for good.
+                if intent is not None and locked.stripe_payment_intent_id is None:
+                    locked.stripe_payment_intent_id = intent.id
+                if await mark_failed(session, locked, UNREACHABLE, actor=audit.SYSTEM):
+                    why = "no PaymentIntent at Stripe" if intent is None else "intent canceled"
+                    changes.append(f"{locked.id}: {previous} -> failed ({why})")
+            else:
+                changes += await events.settle_intent(session, locked, intent)
+                for refund in refunds:
+                    changes += await events.settle_refund(session, locked, refund)
+            if held is not None and locked.status in FINAL:
+                finished = await keys_finish(services, session, held, locked)
+        return changes
+    finally:
+        if held is not None and not finished:
+            await services.idempotency.release(held)
+
+
+async def keys_finish(
+    services: Services, session: AsyncSession, held: Held, payment: Payment
+) -> bool:
+    """Store the final answer of the payment's request on its key, in the caller's transaction."""
+    answer = await final_answers.payment_answer(session, payment)
+    return await services.idempotency.finish(session, held, answer)
+
+
+async def settle_unanswered_refunds(
+    services: Services, *, report: Report, older_than: datetime, now: datetime
+) -> None:
+    async with services.db.read() as session:
+        stale = await refunds_repo.unanswered(session, older_than=older_than, limit=BATCH)
+    for refund_id in stale:
+        try:
+            report.changes += await settle_unanswered(
+                keys=services.idempotency, stripe=services.stripe, refund_id=refund_id, now=now
+            )
+        except KeyBusy:
+            report.deferred += 1
+        except (ServiceUnavailable, StripeRejected) as exc:
+            report.errors.append(f"{refund_id}: {type(exc).__name__}")
 
 
 async def settle_stale_refunds(services: Services, *, report: Report, older_than: datetime) -> None:
@@ -205,17 +297,6 @@ async def settle_stale_refunds(services: Services, *, report: Report, older_than
                 continue
             for refund in refunds:
                 report.changes += await events.settle_refund(session, locked, refund)
-
-
-async def _intent_of(services: Services, payment: Payment) -> StripeIntent | None:
-    if payment.stripe_payment_intent_id is not None:
-        return await services.stripe.retrieve_payment_intent(payment.stripe_payment_intent_id)
-    # Stripe never answered the request that made it: look for the intent by our metadata.
-    return await services.stripe.find_payment_intent_for(
-        payment_id=payment.id,
-        customer_id=payment.stripe_customer_id,
-        created_after=int((payment.created_at - timedelta(minutes=5)).timestamp()),
-    )
 
 
 async def _refunds_of(services: Services, intent: StripeIntent | None) -> list[StripeRefund]:

@@ -7,12 +7,20 @@
 
 The payment row lock makes concurrent refunds queue: each sees the others' pending rows, so no
 two can take the same money. Stripe unreachable: the refund stays pending (still counted, the
-safe side), the key is released, and a retry, a webhook or reconciliation settles it.
+safe side), the key is released, and a retry, a webhook or reconciliation settles it. Any
+refusal by Stripe fails the refund (it stops counting) and is the key's final answer: `409`
+with Stripe's code, `retryable: false` (`amount_too_large`: the caller's `422`).
+
+`settle_unanswered` is reconciliation's way to finish a refund whose request never heard
+back from Stripe and was not retried: it takes the request's key, then sends the refund again
+with the same Stripe idempotency key while Stripe keeps it (24 h), else looks it up, else fails
+it (audit record, `refund.failed` notification).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +29,7 @@ from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, events
+from azora_payments.domain import audit, events, outcomes
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payment_flow import Answer
 from azora_payments.domain.views import refund_view
@@ -35,17 +43,20 @@ from azora_payments.errors import (
 )
 from azora_payments.ids import new_id
 from azora_payments.logs import request_id_var
-from azora_payments.stripe_gateway import StripeGateway, StripeRejected
+from azora_payments.stripe_gateway import StripeGateway, StripeRefund, StripeRejected
 
 PATH = "/api/payments/refund"
 REFUND_CREATED = "refund_created"
 # What cannot be refunded again: `amount_refunded`'s refunds, and those waiting on the customer.
 COUNTED = ("pending", "requires_action", "succeeded")
-# Stripe's refusals that keep Stripe's code, as 409s.
-REFUSALS = frozenset({"charge_already_refunded", "charge_disputed"})
 # Stripe's word that less remains than we knew (a refund made in its dashboard we have not
-# heard of yet): the caller's 422.
+# heard of yet): the caller's 422. Every other refusal keeps Stripe's code, as a 409.
 TOO_MUCH = "amount_too_large"
+# A refusal without a code of Stripe's, and a refund Stripe never answered for.
+REFUSED = "refund_refused"
+NO_ANSWER = "stripe_unreachable"
+# How long Stripe keeps an idempotency key: until then, sending again cannot make a second one.
+STRIPE_KEY_LIFETIME = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,53 +160,99 @@ async def _send(*, keys: IdempotencyKeys, stripe: StripeGateway, held: Held) -> 
         payment = await payments_repo.get(session, row.payment_id)
         assert payment is not None
         assert payment.stripe_payment_intent_id is not None
-    if row.status == "failed" and row.failure_reason in REFUSALS:
-        # Refused by Stripe on an earlier attempt with this key: the same answer, no new call.
-        raise RefundRefused(code=row.failure_reason, payment_id=payment.id)
-    try:
-        created = await stripe.create_refund(
-            refund_id=row.id,
-            payment_intent_id=payment.stripe_payment_intent_id,
-            amount=row.amount,
-            reason=row.reason,
-            idempotency_key=f"azora:refund:{row.id}",
-        )
-    except StripeRejected as exc:
-        if exc.stripe_code not in REFUSALS and exc.stripe_code != TOO_MUCH:
-            raise
-        return await _refused(keys=keys, held=held, refund_id=row.id, code=exc.stripe_code)
+    created: StripeRefund | None = None
+    refused = (row.failure_reason or REFUSED) if row.status == "failed" else None
+    if refused is None:
+        # (A refund already failed, by an earlier attempt or reconciliation, is not sent again.)
+        try:
+            created = await _create_at_stripe(stripe, row, payment.stripe_payment_intent_id)
+        except StripeRejected as exc:
+            refused = exc.stripe_code or REFUSED
     async with keys.db.transaction() as session:
-        locked = await payments_repo.get(session, payment.id, for_update=True)
-        assert locked is not None
-        await events.settle_refund(session, locked, created)
-        settled = await refunds_repo.get(session, row.id)
-        assert settled is not None
-        stored = Stored.of(201, refund_view(settled))
+        stored = await _settle(session, row.id, created=created, refused=refused)
         if not await keys.finish(session, held, stored):
             raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
     return Answer(stored)
 
 
-async def _refused(*, keys: IdempotencyKeys, held: Held, refund_id: str, code: str) -> Answer:
-    """Stripe made no refund: ours fails, stops counting, and the caller hears Stripe's code."""
-    async with keys.db.transaction() as session:
-        row = await refunds_repo.get(session, refund_id)
-        assert row is not None
-        payment = await payments_repo.get(session, row.payment_id, for_update=True)
-        assert payment is not None
-        await _fail(session, payment, row, code)
-        if code == TOO_MUCH:
-            refunds = list(await refunds_repo.of_payment(session, payment.id))
-            stored = _exceeds(payment, _remaining(payment, refunds))
-            if not await keys.finish(session, held, stored):
-                raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
-            return Answer(stored)
-    raise RefundRefused(code=code, payment_id=row.payment_id)
+async def _create_at_stripe(stripe: StripeGateway, row: Refund, intent_id: str) -> StripeRefund:
+    """The Stripe call, always with the same parameters and key for one refund row."""
+    return await stripe.create_refund(
+        refund_id=row.id,
+        payment_intent_id=intent_id,
+        amount=row.amount,
+        reason=row.reason,
+        idempotency_key=f"azora:refund:{row.id}",
+    )
+
+
+async def _settle(
+    session: AsyncSession, refund_id: str, *, created: StripeRefund | None, refused: str | None
+) -> Stored:
+    """Stripe's answer (`created`) or refusal (`refused`, a code) applied to our refund, under
+    the payment's lock; the final answer of its request."""
+    row = await refunds_repo.get(session, refund_id)
+    assert row is not None
+    payment = await payments_repo.get(session, row.payment_id, for_update=True)
+    assert payment is not None
+    if created is not None:
+        await events.settle_refund(session, payment, created)
+        settled = await refunds_repo.get(session, row.id)
+        assert settled is not None
+        return Stored.of(201, refund_view(settled))
+    code = refused or REFUSED
+    await _fail(session, payment, row, code)
+    if code == TOO_MUCH:
+        refunds = list(await refunds_repo.of_payment(session, payment.id))
+        return _exceeds(payment, _remaining(payment, refunds))
+    error = RefundRefused(code=code, payment_id=payment.id, retryable=False)
+    return Stored.of(error.status, error.problem(request_id_var.get()))
+
+
+async def settle_unanswered(
+    *, keys: IdempotencyKeys, stripe: StripeGateway, refund_id: str, now: datetime
+) -> list[str]:
+    """Finish a pending refund that has no Stripe id (see the module docstring); what changed.
+    `KeyBusy` when a retry holds its key; Stripe unavailable raises and changes nothing."""
+    taken = await keys.take_over(refund_id=refund_id)
+    held = taken if isinstance(taken, Held) else None
+    finished = False
+    try:
+        async with keys.db.read() as session:
+            row = await refunds_repo.get(session, refund_id)
+            payment = await payments_repo.get(session, row.payment_id) if row else None
+        if row is None or payment is None or payment.stripe_payment_intent_id is None:
+            return []
+        if row.status != "pending" or row.stripe_refund_id is not None:
+            return []  # settled meanwhile (a webhook, the request's own retry)
+        created: StripeRefund | None = None
+        refused: str | None = None
+        how = "sent again"
+        if now - row.created_at < STRIPE_KEY_LIFETIME:
+            try:
+                created = await _create_at_stripe(stripe, row, payment.stripe_payment_intent_id)
+            except StripeRejected as exc:
+                refused = exc.stripe_code or REFUSED
+        else:
+            how = "looked up"
+            listed = await stripe.list_refunds(payment.stripe_payment_intent_id)
+            created = next((r for r in listed if r.metadata.get("azora_refund_id") == row.id), None)
+            refused = None if created is not None else NO_ANSWER
+        async with keys.db.transaction() as session:
+            stored = await _settle(session, row.id, created=created, refused=refused)
+            if held is not None:
+                finished = await keys.finish(session, held, stored)
+        outcome = f"failed ({refused})" if created is None else f"{how}: {created.status}"
+        return [f"{payment.id}: refund {row.id} without an answer -> {outcome}"]
+    finally:
+        if held is not None and not finished:
+            await keys.release(held)
 
 
 async def _fail(session: AsyncSession, payment: Payment, row: Refund, code: str) -> None:
     if row.status == "failed":
         return
+    previous = row.status
     row.status = "failed"
     row.failure_reason = code
     row.updated_at = utcnow()
@@ -208,3 +265,4 @@ async def _fail(session: AsyncSession, payment: Payment, row: Refund, code: str)
         payment_id=payment.id,
         details={"refund_id": row.id, "code": code},
     )
+    await outcomes.refund_status_changed(session, payment, row, previous=previous)

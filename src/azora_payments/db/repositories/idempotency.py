@@ -29,6 +29,36 @@ async def get_by_id(session: AsyncSession, key_id: int) -> IdempotencyKey | None
     return result
 
 
+async def of_work(
+    session: AsyncSession, *, payment_id: str | None = None, refund_id: str | None = None
+) -> IdempotencyKey | None:
+    """The key whose request made this payment (or refund), locked; None when it is gone."""
+    query = select(IdempotencyKey).with_for_update()
+    if payment_id is not None:
+        query = query.where(IdempotencyKey.payment_id == payment_id)
+    else:
+        query = query.where(IdempotencyKey.refund_id == refund_id)
+    result: IdempotencyKey | None = (await session.scalars(query.limit(1))).first()
+    return result
+
+
+async def replace_payment_answers(
+    session: AsyncSession, *, payment_id: str, status: int, body: str
+) -> int:
+    """Overwrite the final answer of the key that made this payment (Stripe overturned a
+    failure); how many keys changed."""
+    result: Any = await session.execute(
+        update(IdempotencyKey)
+        .where(
+            IdempotencyKey.payment_id == payment_id,
+            IdempotencyKey.response_status.is_not(None),
+        )
+        .values(response_status=status, response_body=body)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
 async def update_if_locked(
     session: AsyncSession, *, key_id: int, lock: datetime, values: dict[str, Any]
 ) -> bool:

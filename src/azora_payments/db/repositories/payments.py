@@ -114,6 +114,19 @@ async def stale_unsettled(
     return (await session.scalars(query)).all()
 
 
+async def waiting_for_action_since(
+    session: AsyncSession, *, before: datetime, limit: int
+) -> Sequence[str]:
+    """Payments left in `requires_action` since before `before`, the oldest first."""
+    query = (
+        select(Payment.id)
+        .where(Payment.status == "requires_action", Payment.updated_at < before)
+        .order_by(Payment.updated_at)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
 async def mark_reconciled(session: AsyncSession, payment_id: str, *, at: datetime) -> None:
     """Note a re-read from Stripe without touching `updated_at` (nothing changed for users)."""
     await session.execute(

@@ -46,3 +46,19 @@ async def stale_unsettled_payment_ids(
         .limit(limit)
     )
     return (await session.scalars(query)).all()
+
+
+async def unanswered(session: AsyncSession, *, older_than: datetime, limit: int) -> Sequence[str]:
+    """Refunds still pending since before `older_than` that Stripe never gave us an id for:
+    their request never heard back (for reconciliation), the oldest first."""
+    query = (
+        select(Refund.id)
+        .where(
+            Refund.status == "pending",
+            Refund.stripe_refund_id.is_(None),
+            Refund.updated_at < older_than,
+        )
+        .order_by(Refund.updated_at)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
