@@ -46,9 +46,15 @@ def craft(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"
     return signing_input + "." + b64url(signature)
 
 
+# Outside dev, tokens checked with a public key or JWKS must name us as issuer and audience.
+ISSUED = {"iss": "https://id.azora.dev", "aud": "azora-payments"}
+ISSUED_SETTINGS = {"jwt_issuer": ISSUED["iss"], "jwt_audience": ISSUED["aud"]}
+
+
 def claims(lifetime: int = 300, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": "ops_1", "roles": ["admin"], "iat": now, "exp": now + lifetime, **extra}
+    base = {"sub": "ops_1", "roles": ["admin"], "iat": now, "exp": now + lifetime, **ISSUED}
+    return {**base, **extra}
 
 
 def assert_unauthenticated(response: httpx.Response) -> None:
@@ -85,6 +91,7 @@ def rs256_settings(database_url: str, tmp_path: Path, rsa_private: rsa.RSAPrivat
         jwt_secret=None,
         jwt_public_key=public_pem(rsa_private),
         jwt_algorithms="RS256",
+        **ISSUED_SETTINGS,
     )
 
 
@@ -268,10 +275,30 @@ async def test_rs256_with_public_key(
         assert_unauthenticated(await http.get(AUDIT, headers=bearer(none)))
 
 
+async def test_another_apps_token_from_the_same_provider_is_refused(
+    rs256_settings: Settings, rsa_private: rsa.RSAPrivateKey
+) -> None:
+    # The same identity provider, the same keys, its own `admin`: not an operator here.
+    async with app_client(rs256_settings) as http:
+        for other in (
+            {"aud": "billing-dashboard"},
+            {"iss": "https://id.other.example"},
+            {"aud": None},
+            {"iss": None},
+        ):
+            payload = {k: v for k, v in claims(**other).items() if v is not None}
+            token = jwt.encode(payload, rsa_private, algorithm="RS256")
+            assert_unauthenticated(await http.get(AUDIT, headers=bearer(token)))
+
+
 async def test_es256_with_public_key(database_url: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     settings = make_settings(
-        database_url, jwt_secret=None, jwt_public_key=public_pem(key), jwt_algorithms="ES256"
+        database_url,
+        jwt_secret=None,
+        jwt_public_key=public_pem(key),
+        jwt_algorithms="ES256",
+        **ISSUED_SETTINGS,
     )
     async with app_client(settings) as http:
         good = jwt.encode(claims(), key, algorithm="ES256")
@@ -347,7 +374,11 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def jwks_settings(database_url: str, url: str, **extra: Any) -> Settings:
     return make_settings(
-        database_url, jwt_secret=None, jwt_jwks_url=url, jwt_algorithms="RS256", **extra
+        database_url,
+        jwt_secret=None,
+        jwt_jwks_url=url,
+        jwt_algorithms="RS256",
+        **{**ISSUED_SETTINGS, **extra},
     )
 
 

@@ -19,6 +19,8 @@ REQUIRED = {
     "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "JWT_SECRET": JWT_SECRET,
 }
+# What a token checked with a public key or JWKS must say outside dev.
+ISSUED = {"JWT_ISSUER": "https://id.azora.dev", "JWT_AUDIENCE": "azora-payments"}
 
 
 @pytest.fixture(autouse=True)
@@ -272,7 +274,7 @@ def test_two_kinds_of_key_are_refused(env: Any, rsa_pem: str) -> None:
 
 
 def test_public_key_defaults_to_rs256_and_accepts_escaped_newlines(env: Any, rsa_pem: str) -> None:
-    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"})
+    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"}, **ISSUED)
     env(JWT_PUBLIC_KEY=rsa_pem.replace("\n", "\\n"))
     settings = load_settings()
     assert settings.effective_jwt_algorithms == ["RS256"]
@@ -280,9 +282,81 @@ def test_public_key_defaults_to_rs256_and_accepts_escaped_newlines(env: Any, rsa
 
 
 def test_jwks_url_alone_is_a_key(env: Any) -> None:
-    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"})
+    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"}, **ISSUED)
     env(JWT_JWKS_URL="https://id.azora.dev/.well-known/jwks.json")
     assert load_settings().effective_jwt_algorithms == ["RS256"]
+
+
+@pytest.mark.parametrize("key", ["JWT_PUBLIC_KEY", "JWT_JWKS_URL"])
+@pytest.mark.parametrize("missing", ["JWT_ISSUER", "JWT_AUDIENCE"])
+def test_public_keys_need_issuer_and_audience_outside_dev(
+    env: Any, rsa_pem: str, key: str, missing: str
+) -> None:
+    # A shared identity provider's keys sign other apps' tokens too: without iss and aud, their
+    # `admin` would be an operator here.
+    value = rsa_pem if key == "JWT_PUBLIC_KEY" else "https://id.azora.dev/.well-known/jwks.json"
+    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"}, **{key: value})
+    env(**{name: v for name, v in ISSUED.items() if name != missing})
+    assert refused().startswith(f"{missing}: required outside dev")
+    env(AZORA_ENV="dev")
+    assert load_settings().environment == "dev"
+
+
+def test_a_secret_needs_no_issuer_or_audience(env: Any) -> None:
+    env(**REQUIRED)
+    settings = load_settings()
+    assert settings.jwt_issuer is None
+    assert settings.jwt_audience is None
+
+
+# ---------------------------------------------------------------- endpoints that carry secrets
+
+
+@pytest.mark.parametrize("name", ["JWT_JWKS_URL", "STRIPE_API_BASE", "NOTIFY_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://id.azora.dev/jwks.json",
+        "http://10.0.0.5:8080/x",
+        "http://[fe80::1]/x",
+        "ftp://id.azora.dev/x",
+        "https:///no-host",
+        "//id.azora.dev/x",
+    ],
+)
+def test_plain_http_is_refused_outside_dev(env: Any, name: str, url: str) -> None:
+    env(**secure_base(name), **{name: url})
+    assert refused() == f"{name}: must be https:// outside dev (http:// only to loopback)"
+    env(AZORA_ENV="dev")
+    assert load_settings().environment == "dev"
+
+
+@pytest.mark.parametrize("name", ["JWT_JWKS_URL", "STRIPE_API_BASE", "NOTIFY_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://id.azora.dev/x",
+        "http://127.0.0.1:12111",
+        "http://127.3.2.1/x",
+        "http://[::1]:8000/x",
+        "http://localhost:8000/x",
+        "http://stripe.localhost/x",
+    ],
+)
+def test_https_or_loopback_is_accepted(env: Any, name: str, url: str) -> None:
+    env(**secure_base(name), **{name: url})
+    assert getattr(load_settings(), name.lower()) == url
+
+
+def secure_base(name: str) -> dict[str, str]:
+    """A complete production environment in which `name` is the setting under test."""
+    values = dict(REQUIRED)
+    if name == "JWT_JWKS_URL":
+        del values["JWT_SECRET"]
+        values.update(ISSUED)
+    if name == "NOTIFY_URL":
+        values["NOTIFY_SECRET"] = "n0t1fy-" + "4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e"
+    return values
 
 
 @pytest.mark.parametrize(
@@ -294,7 +368,7 @@ def test_malformed_public_key_is_refused(env: Any, value: str) -> None:
 
 
 def test_key_must_fit_the_algorithm(env: Any, rsa_pem: str, ec_pem: str) -> None:
-    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"})
+    env(**{k: v for k, v in REQUIRED.items() if k != "JWT_SECRET"}, **ISSUED)
     env(JWT_PUBLIC_KEY=rsa_pem, JWT_ALGORITHMS="ES256")
     assert refused().startswith("JWT_PUBLIC_KEY: ")
     env(JWT_PUBLIC_KEY=ec_pem, JWT_ALGORITHMS="RS256")

@@ -306,6 +306,38 @@ async def test_invalid_request_id_is_replaced(http: httpx.AsyncClient, incoming:
     assert len(response.headers.get_list("x-request-id")) == 1
 
 
+@pytest.mark.parametrize("incoming", [b"abc\n", b"abc\r\n", b"abc\nInjected: 1", b"\nabc"])
+async def test_request_id_must_match_whole(settings: Settings, incoming: bytes) -> None:
+    # `$` also matches before a trailing newline; a log line or header must not get one. httpx
+    # refuses to send such a header, so the ASGI message is built by hand.
+    from azora_payments.api.middleware import EdgeMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    edge = EdgeMiddleware(app, max_body_bytes=LIMIT, trusted_proxies=[])
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/healthz",
+        "headers": [(b"x-request-id", incoming)],
+        "client": ("203.0.113.7", 1),
+    }
+    await edge(scope, receive, send)
+    [request_id] = [v for k, v in sent[0]["headers"] if k == b"x-request-id"]
+    assert request_id != incoming
+    assert re.fullmatch(rb"[0-9a-f]{32}", request_id)
+
+
 async def test_generated_request_ids_differ(http: httpx.AsyncClient) -> None:
     ids = {(await http.get("/healthz")).headers["x-request-id"] for _ in range(3)}
     assert len(ids) == 3

@@ -6,8 +6,10 @@ missing, short or obviously placeholders stop start-up with one line naming the 
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -128,8 +130,6 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
         for network in value:
             try:
                 ipaddress.ip_network(network, strict=False)
@@ -213,6 +213,21 @@ class Settings(BaseSettings):
                 raise ValueError("JWT_SECRET: must be at least 32 bytes")
             if _looks_placeholder(self.jwt_secret):
                 raise ValueError("JWT_SECRET: looks like a placeholder; use a random value")
+        if (self.jwt_public_key or self.jwt_jwks_url) and not self.jwt_issuer:
+            # A shared identity provider signs every app's tokens with the same keys: only
+            # `iss` and `aud` tell ours from another app's (whose `admin` is not our operator).
+            raise ValueError("JWT_ISSUER: required outside dev with JWT_PUBLIC_KEY / JWT_JWKS_URL")
+        if (self.jwt_public_key or self.jwt_jwks_url) and not self.jwt_audience:
+            raise ValueError(
+                "JWT_AUDIENCE: required outside dev with JWT_PUBLIC_KEY / JWT_JWKS_URL"
+            )
+        for name, url in (
+            ("JWT_JWKS_URL", self.jwt_jwks_url),
+            ("STRIPE_API_BASE", self.stripe_api_base),
+            ("NOTIFY_URL", self.notify_url),
+        ):
+            if url is not None and not _is_secure_url(url):
+                raise ValueError(f"{name}: must be https:// outside dev (http:// only to loopback)")
         if self.notify_url and not self.notify_secret:
             raise ValueError("NOTIFY_SECRET: required when NOTIFY_URL is set")
         if self.notify_secret is not None and len(self.notify_secret.encode()) < 32:
@@ -245,6 +260,27 @@ def _check_key_fits(pem: str, algorithms: list[str]) -> None:
         kind = {"RS": RSAPublicKey, "ES": EllipticCurvePublicKey}[alg[:2]]
         if not isinstance(key, kind):
             raise ValueError(f"JWT_PUBLIC_KEY: this key cannot verify {alg} tokens")
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """`localhost` or a loopback address: traffic that never leaves the machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_secure_url(url: str) -> bool:
+    # Keys, the Stripe secret key and signed notifications travel on these: in clear only to
+    # this machine (an emulator, a sidecar).
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and is_loopback_host(parts.hostname)
 
 
 def _looks_placeholder(secret: str) -> bool:

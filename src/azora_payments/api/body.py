@@ -18,14 +18,37 @@ from azora_payments.errors import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# No body of ours nests anywhere near this; deeper is an attack on the parser (a RecursionError,
+# a 500) or on everything that walks the value afterwards (fingerprints, validation).
+MAX_JSON_DEPTH = 64
 
 
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidJson() from None
+    if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise InvalidJson(f"JSON may nest at most {MAX_JSON_DEPTH} levels.")
+    return data
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -28,7 +28,7 @@ from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 logger = logging.getLogger("azora_payments.access")
 
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 API_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -244,7 +244,8 @@ def _is_ip(value: str) -> bool:
 
 def _request_id(scope: Scope) -> str:
     incoming = _header(scope, b"x-request-id")
-    if incoming and REQUEST_ID_PATTERN.match(incoming):
+    # fullmatch: `$` would let a trailing newline through into headers and log lines.
+    if incoming and REQUEST_ID_PATTERN.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
@@ -23,6 +24,22 @@ PaymentStatus = Literal[
     "requires_payment_method", "requires_action", "processing", "succeeded", "failed", "canceled"
 ]
 PAYMENT_ID = re.compile(r"^pay_[0-9a-z]{26}$")
+# The action paths beside `/{payment_id}`: with another method they must answer 405 (API.md,
+# Errors), not be taken for a payment id and answered 404.
+ACTION_SEGMENTS = ("process", "refund", "history", "methods")
+
+
+class PaymentIdConvertor(Convertor[str]):
+    regex = "(?!(?:" + "|".join(ACTION_SEGMENTS) + ")$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("payment_id", PaymentIdConvertor())
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$"
 
 
@@ -139,7 +156,7 @@ async def payment_history(
     return {"data": page.data, "has_more": page.has_more, "next_cursor": page.next_cursor}
 
 
-@router.get("/{payment_id}")
+@router.get("/{payment_id:payment_id}")
 async def get_payment(payment_id: str, user: CurrentUser, services: ServicesDep) -> dict[str, Any]:
     if not PAYMENT_ID.match(payment_id):
         raise PaymentNotFound()

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from azora_payments.errors import (
     PROBLEM_JSON,
@@ -69,6 +71,17 @@ _STARLETTE_ERRORS: dict[int, type[AzoraError]] = {
 }
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    # Through FastAPI's flattened view: included routers hide their routes behind one entry.
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AzoraError)
     async def _azora(_: Request, exc: AzoraError) -> JSONResponse:
@@ -79,11 +92,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(validation_problem(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_class = _STARLETTE_ERRORS.get(exc.status_code)
         error = error_class() if error_class else InternalError()
-        if exc.status_code == 405 and exc.headers:
-            error.headers.update(exc.headers)
+        if exc.status_code == 405:
+            error.headers["Allow"] = allowed_methods(request)
         return problem_response(error)
 
     @app.exception_handler(Exception)
