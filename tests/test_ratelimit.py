@@ -97,21 +97,26 @@ async def test_limit_shared_through_redis_between_processes(
         assert_rate_limited(await two.get(AUDIT, headers=token))
 
 
-async def test_unreachable_redis_lets_requests_through(
+async def test_unreachable_redis_counts_in_the_process_instead(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Not failing open: without Redis the limit still holds, counted by this process alone.
     dead = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings(
-        database_url, rate_limit_user="1/minute", rate_limit_ip="1/minute", redis_url=dead
+        database_url, rate_limit_user="2/minute", rate_limit_ip="100/minute", redis_url=dead
     )
     token = bearer(make_token(unique("ops"), roles=["admin"]))
-    with caplog.at_level(logging.WARNING, logger="azora_payments.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="azora_payments"):
         async with app_client(settings) as http:
-            for _ in range(3):
-                assert (await http.get(AUDIT, headers=token)).status_code == 200
-    warnings = [r for r in caplog.records if r.name == "azora_payments.ratelimit"]
-    assert warnings
-    assert all("let through" in r.getMessage() for r in warnings)
+            answers = [(await http.get(AUDIT, headers=token)).status_code for _ in range(3)]
+            breaker = http._transport.app.state.services.redis_breaker  # type: ignore[attr-defined]
+    assert answers == [200, 200, 429]
+    # The first failure opened the breaker: Redis was not waited for again.
+    assert breaker.failures == 1
+    assert breaker.skipped >= 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("counted in this process" in m for m in messages)
+    assert any("skipping it" in m for m in messages)
 
 
 async def test_limiter_directly(redis_url: str) -> None:

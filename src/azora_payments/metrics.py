@@ -33,3 +33,8 @@ JOB_DEAD = Gauge(
 WEBHOOK_EVENTS = Counter(
     "azora_webhook_events_total", "Stripe events received", ["type", "outcome"]
 )
+REDIS_BREAKER_OPEN = Gauge(
+    "azora_redis_breaker_open",
+    "1 while this process skips Redis after a failure",
+    multiprocess_mode="livemax",
+)

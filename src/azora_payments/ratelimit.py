@@ -1,7 +1,8 @@
 """Rate limits per user and per client address, counted in Redis when there is one.
 
-Counting is a guard, not a source of truth: when Redis fails, requests are let through and the
-failure is logged, rather than turning a cache outage into a payment outage.
+Counting is a guard, not a source of truth: when Redis fails, or its breaker is open, this
+process counts on its own for a while, rather than turning a cache outage into a payment outage
+(or into a wait for Redis on every request).
 """
 
 from __future__ import annotations
@@ -16,29 +17,24 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from azora_payments.errors import RateLimited
+from azora_payments.redis_guard import Breaker, client_options
 
 logger = logging.getLogger(__name__)
 
 
-# A guard must not become the slow part of a request: give up on Redis quickly.
-REDIS_TIMEOUT_SECONDS = 0.5
-
-
 class RateLimiter:
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str | None, *, breaker: Breaker | None = None) -> None:
         storage: Storage
         if redis_url:
             uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            storage = RedisStorage(
-                uri,
-                implementation="redispy",
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
+            # A guard must not become the slow part of a request: give up on Redis quickly.
+            storage = RedisStorage(uri, implementation="redispy", **client_options())
         else:
             storage = MemoryStorage()
         self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
+        self._breaker = breaker or Breaker()
+        self._local = FixedWindowRateLimiter(MemoryStorage())
 
     async def close(self) -> None:
         """Close the Redis connections (the `limits` storage has no close of its own)."""
@@ -48,12 +44,24 @@ class RateLimiter:
 
     async def check(self, limit: str | RateLimitItem, *key: str) -> None:
         item = parse(limit) if isinstance(limit, str) else limit
+        limiter = self._limiter
+        shared = isinstance(self._storage, RedisStorage)
+        if shared and not self._breaker.allow():
+            limiter = self._local
         try:
-            allowed = await self._limiter.hit(item, *key)
-            if allowed:
-                return
-            stats = await self._limiter.get_window_stats(item, *key)
+            allowed = await limiter.hit(item, *key)
+            if not allowed:
+                stats = await limiter.get_window_stats(item, *key)
         except Exception:
-            logger.warning("rate-limit storage unavailable; request let through", exc_info=True)
+            self._breaker.record(False)
+            logger.warning("rate-limit storage unavailable; counted in this process", exc_info=True)
+            limiter = self._local
+            allowed = await limiter.hit(item, *key)
+            if not allowed:
+                stats = await limiter.get_window_stats(item, *key)
+        else:
+            if shared and limiter is self._limiter:
+                self._breaker.record(True)
+        if allowed:
             return
         raise RateLimited(math.ceil(stats.reset_time - time.time()))

@@ -12,6 +12,7 @@ from azora_payments.config import Settings
 from azora_payments.db.session import Database
 from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.ratelimit import RateLimiter
+from azora_payments.redis_guard import Breaker, guarded_client
 from azora_payments.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -21,13 +22,14 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        # One breaker for every Redis user in the process: whoever sees Redis fail first saves
+        # the others the wait.
+        self.redis_breaker = Breaker()
         self.redis: aioredis.Redis | None = (
-            aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-            if settings.redis_url
-            else None
+            guarded_client(settings.redis_url, self.redis_breaker) if settings.redis_url else None
         )
         self.verifier = TokenVerifier(settings)
-        self.limiter = RateLimiter(settings.redis_url)
+        self.limiter = RateLimiter(settings.redis_url, breaker=self.redis_breaker)
         self.stripe = StripeGateway(settings)
         self.idempotency = IdempotencyKeys(
             db=self.db,

@@ -122,6 +122,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
 
 
+# PostgreSQL's SQLSTATEs for "not now": connection exceptions (class 08), too many connections,
+# and the server shutting down, crashed or refusing connections while it starts or stops.
+_PG_UNAVAILABLE_STATES = ("53300", "57P01", "57P02", "57P03")
+_DRIVER_UNAVAILABLE = (
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "TooManyConnectionsError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """The database could not be reached or used for now (as opposed to a bad statement)."""
     if isinstance(exc, OSError | PoolTimeout | DisconnectionError):
@@ -129,18 +141,20 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        orig = exc.orig
-        if isinstance(orig, OSError):
-            return True
-        name = type(orig).__name__
-        if name in (
-            "ConnectionDoesNotExistError",
-            "CannotConnectNowError",
-            "TooManyConnectionsError",
-            "AdminShutdownError",
-        ):
-            return True
-        return any(word in str(orig).lower() for word in _SQLITE_UNAVAILABLE)
+        # `exc.orig` is the DBAPI error; with asyncpg it is SQLAlchemy's adapter, which carries
+        # the SQLSTATE and has the driver's own exception as its cause.
+        orig: BaseException | None = exc.orig
+        while orig is not None:
+            if isinstance(orig, OSError):
+                return True
+            state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+            if state.startswith("08") or state in _PG_UNAVAILABLE_STATES:
+                return True
+            if type(orig).__name__ in _DRIVER_UNAVAILABLE:
+                return True
+            if any(word in str(orig).lower() for word in _SQLITE_UNAVAILABLE):
+                return True
+            orig = orig.__cause__
     return False
 
 
