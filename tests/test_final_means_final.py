@@ -60,11 +60,11 @@ PROCESS = "/api/payments/process"
 CARDS = ("pm_card_visa", "pm_card_chargeDeclined", "pm_card_threeDSecure2Required")
 _examples = itertools.count()
 
+REQUEST_FAULTS = st.sampled_from(
+    [None, "down", "lost", "payment.before_stripe", "payment.after_stripe"]
+)
 STEP = st.one_of(
-    st.tuples(
-        st.just("request"),
-        st.sampled_from([None, "down", "lost", "payment.before_stripe", "payment.after_stripe"]),
-    ),
+    st.tuples(st.just("request"), REQUEST_FAULTS),
     st.tuples(
         st.just("reconcile"),
         st.sampled_from([None, "reconcile.key_taken", "reconcile.after_asking"]),
@@ -243,16 +243,21 @@ def example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(card=st.sampled_from(CARDS), steps=st.lists(STEP, min_size=1, max_size=7))
+@given(
+    card=st.sampled_from(CARDS),
+    first=REQUEST_FAULTS,
+    steps=st.lists(STEP, min_size=1, max_size=7),
+)
 async def test_no_schedule_charges_twice_or_charges_what_was_told_failed(
     sqlite_template: Path,
     example_dir: Path,
     emulator: str,
     card: str,
+    first: str | None,
     steps: list[tuple[str, str | None]],
 ) -> None:
     async with world(sqlite_template, example_dir, emulator, card) as w:
-        for kind, arg in [("request", None), *steps]:
+        for kind, arg in [("request", first), *steps]:
             if kind == "request":
                 await w.request(arg)
             elif kind == "reconcile":
