@@ -27,7 +27,7 @@ from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, final_answers, methods
+from azora_payments.domain import audit, final_answers, intents, methods
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
 from azora_payments.domain.views import payment_view
@@ -109,6 +109,9 @@ async def process(
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
         raise
+    if answer.stored.status == 402 and held.payment_id is not None:
+        # Declined: its intent is closed now, so no client_secret can try other cards on it.
+        await intents.close_failed_now(db=keys.db, stripe=stripe, payment_id=held.payment_id)
     if answer.stored.status < 300:
         # Only successes are cached: a failure's answer may still be overturned by Stripe.
         await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)

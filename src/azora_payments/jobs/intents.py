@@ -17,11 +17,20 @@ logger = logging.getLogger(__name__)
 
 @job_kind(CLOSE_INTENT, max_attempts=20, timeout=60.0, backoff_base=5.0, backoff_cap=1800.0)
 async def close_failed_intent(ctx: JobContext, payload: dict[str, Any]) -> None:
-    for change in await intents.close_failed(ctx.services, str(payload["payment_id"])):
+    services = ctx.services
+    payment_id = str(payload["payment_id"])
+    for change in await intents.close_failed(
+        db=services.db, stripe=services.stripe, payment_id=payment_id
+    ):
         logger.info("intent closed", extra=log_fields(job_id=ctx.job_id, change=change))
 
 
 @scheduled_job("payments.expire_requires_action", every=timedelta(minutes=15), timeout=240.0)
 async def expire_requires_action(ctx: JobContext, payload: dict[str, Any]) -> None:
-    for change in await intents.expire_requires_action(ctx.services):
+    services = ctx.services
+    for change in await intents.expire_requires_action(
+        db=services.db,
+        stripe=services.stripe,
+        after_hours=services.settings.requires_action_expires_hours,
+    ):
         logger.info("abandoned payment", extra=log_fields(job_id=ctx.job_id, change=change))
