@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     rate_limit_user: str = "120/minute"
     rate_limit_ip: str = "600/minute"
     rate_limit_receipt_email: str = "3/hour"
+    # Per caller, on top of the per-payment limit: one payer with many small payments must not
+    # make us send merchant-branded mail to strangers.
+    rate_limit_receipt_email_user: str = "10/day"
 
     cors_origins: CsvList = Field(default_factory=list)
     trusted_proxies: CsvList = Field(default_factory=list)
@@ -135,7 +138,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{network!r} is not an address or network") from None
         return value
 
-    @field_validator("rate_limit_user", "rate_limit_ip", "rate_limit_receipt_email")
+    @field_validator(
+        "rate_limit_user",
+        "rate_limit_ip",
+        "rate_limit_receipt_email",
+        "rate_limit_receipt_email_user",
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse
@@ -147,6 +155,15 @@ class Settings(BaseSettings):
         if item.amount < 1:
             raise ValueError(f"{value!r} allows no request at all")
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        from azora_payments.mail import parse_smtp_url
+
+        if value:
+            parse_smtp_url(value)
+        return value or None
 
     @field_validator("receipt_storage")
     @classmethod
