@@ -153,3 +153,67 @@ async def test_other_protocols_pass_through() -> None:
     edge = EdgeMiddleware(app, max_body_bytes=1024, trusted_proxies=[])
     await edge({"type": "lifespan"}, body_messages(b""), Recorder())
     assert seen == ["lifespan"]
+
+
+# ---------------------------------------------------------------- behind a proxy nobody trusts
+
+
+async def _answer(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _request(edge: EdgeMiddleware, peer: str, *headers: tuple[bytes, bytes]) -> None:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/healthz",
+        "headers": list(headers),
+        "client": (peer, 4321),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await edge(scope, receive, send)
+
+
+XFF = (b"x-forwarded-for", b"198.51.100.1")
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "TRUSTED_PROXIES" in r.getMessage()]
+
+
+@pytest.mark.parametrize("peer", ["10.0.0.5", "172.16.3.4", "192.168.1.1", "127.0.0.1", "fd00::1"])
+async def test_forwarded_requests_from_a_private_proxy_warn_once(
+    caplog: pytest.LogCaptureFixture, peer: str
+) -> None:
+    edge = EdgeMiddleware(_answer, max_body_bytes=1024, trusted_proxies=[])
+    for _ in range(3):
+        await _request(edge, peer, XFF)
+    assert len(_warnings(caplog)) == 1
+    assert "X-Forwarded-For" in _warnings(caplog)[0]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "headers"),
+    [
+        (["10.0.0.0/8"], "10.0.0.5", [XFF]),  # the proxy is trusted: nothing to say
+        ([], "93.184.216.34", [XFF]),  # a client on the internet forging the header
+        ([], "10.0.0.5", []),  # a private client, no proxy
+        ([], "not-an-address", [XFF]),
+    ],
+)
+async def test_no_warning_otherwise(
+    caplog: pytest.LogCaptureFixture,
+    trusted: list[str],
+    peer: str,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    edge = EdgeMiddleware(_answer, max_body_bytes=1024, trusted_proxies=trusted)
+    await _request(edge, peer, *headers)
+    assert _warnings(caplog) == []

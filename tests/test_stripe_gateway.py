@@ -111,7 +111,6 @@ async def test_card_error_is_402_with_the_intent(gateway: StripeGateway) -> None
             payment_method_id="pm_card_visa_chargeDeclinedInsufficientFunds",
             description=None,
             metadata={},
-            receipt_email=None,
             save_payment_method=False,
             idempotency_key=f"test:{unique_user()}",
         )

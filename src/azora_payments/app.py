@@ -31,6 +31,23 @@ DESCRIPTION = (
 )
 
 
+def create_metrics_app(settings: Settings) -> FastAPI:
+    """`/metrics` alone, for `serve --metrics-port`: a port that stays inside the network."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services(settings)
+        try:
+            yield
+        finally:
+            await app.state.services.close()
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    install_problem_handlers(app)
+    app.include_router(ops.metrics_router)
+    return app
+
+
 class SchemaNotCurrent(RuntimeError):
     """The database is not at the latest migration: run `azora-payments migrate`."""
 
@@ -73,6 +90,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     )
     for router in routers:
         app.include_router(router)
+    if settings.metrics_port is None:
+        app.include_router(ops.metrics_router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -86,5 +105,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxies,
         rate_limit_ip=settings.rate_limit_ip,
+        webhook_max_body_bytes=settings.webhook_max_body_bytes,
+        rate_limit_webhook_failures=settings.rate_limit_webhook_failures,
     )
     return app

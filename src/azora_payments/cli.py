@@ -54,6 +54,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker process counts on its own; /metrics adds them up from this folder.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="azora-metrics-")
+    if args.metrics_port is not None:
+        # The API's processes read their settings from the environment: they leave /metrics out.
+        os.environ["METRICS_PORT"] = str(args.metrics_port)
+        _serve_metrics_apart(_settings(), host=args.metrics_host, port=args.metrics_port)
     uvicorn.run(
         "azora_payments.asgi:app_from_env",
         factory=True,
@@ -67,6 +71,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
+
+
+def _serve_metrics_apart(settings: Settings, *, host: str, port: int) -> None:
+    """/metrics on its own port, from this (the parent) process: with several workers it adds up
+    their counts from PROMETHEUS_MULTIPROC_DIR, so it must start after that is set."""
+    import threading
+
+    import uvicorn
+
+    from azora_payments.app import create_metrics_app
+
+    config = uvicorn.Config(
+        create_metrics_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    threading.Thread(target=uvicorn.Server(config).run, name="metrics", daemon=True).start()
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -231,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics here only (internal)"
+    )
+    serve.add_argument("--metrics-host", default="127.0.0.1")
     serve.set_defaults(func=cmd_serve)
 
     dev = sub.add_parser("dev", help="everything on this machine: SQLite, Stripe emulator, worker")

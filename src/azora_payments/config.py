@@ -80,10 +80,23 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = Field(default=30, ge=1, le=3600)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Stripe's events are a few KiB: anything near this is not Stripe, and is refused before the
+    # HMAC is computed over it.
+    webhook_max_body_bytes: int = Field(default=512 * 1024, ge=1024)
 
     rate_limit_user: str = "120/minute"
     rate_limit_ip: str = "600/minute"
     rate_limit_receipt_email: str = "3/hour"
+    # Per caller, on top of the per-payment limit: one payer with many small payments must not
+    # make us send merchant-branded mail to strangers.
+    rate_limit_receipt_email_user: str = "10/day"
+    # Failed webhook requests (size or signature) per address; verified ones are never counted.
+    rate_limit_webhook_failures: str = "60/minute"
+
+    # /metrics tells payment counts, Stripe errors and queue depth: with a token it needs
+    # `Authorization: Bearer <it>`; with a port (`serve --metrics-port`) it is served there only.
+    metrics_token: str | None = Field(default=None, min_length=16)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     cors_origins: CsvList = Field(default_factory=list)
     trusted_proxies: CsvList = Field(default_factory=list)
@@ -137,7 +150,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{network!r} is not an address or network") from None
         return value
 
-    @field_validator("rate_limit_user", "rate_limit_ip", "rate_limit_receipt_email")
+    @field_validator(
+        "rate_limit_user",
+        "rate_limit_ip",
+        "rate_limit_receipt_email",
+        "rate_limit_receipt_email_user",
+        "rate_limit_webhook_failures",
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse
@@ -149,6 +168,15 @@ class Settings(BaseSettings):
         if item.amount < 1:
             raise ValueError(f"{value!r} allows no request at all")
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        from azora_payments.mail import parse_smtp_url
+
+        if value:
+            parse_smtp_url(value)
+        return value or None
 
     @field_validator("receipt_storage")
     @classmethod

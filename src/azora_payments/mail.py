@@ -10,15 +10,25 @@ import smtplib
 import ssl
 import tempfile
 from dataclasses import dataclass
+from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from azora_payments.addresses import plain_address
 from azora_payments.db.types import utcnow
 
-__all__ = ["Delivery", "Mailer", "SmtpTarget", "parse_smtp_url", "receipt_message"]
+__all__ = [
+    "Delivery",
+    "Mailer",
+    "SmtpTarget",
+    "StartTlsRequired",
+    "envelope_recipient",
+    "parse_smtp_url",
+    "receipt_message",
+]
 
 SMTP_TIMEOUT_SECONDS = 20.0
 
@@ -38,8 +48,14 @@ class SmtpTarget:
     password: str | None
 
 
+class StartTlsRequired(smtplib.SMTPException):
+    """The server offers no STARTTLS, and credentials are never sent in clear (someone on the
+    path may have stripped it): the send fails, and its job tries again later."""
+
+
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """`smtp://user:pass@host:587` (STARTTLS when the server offers it) or `smtps://…:465`."""
+    """`smtp://user:pass@host:587` (STARTTLS: required with credentials, else used when offered)
+    or `smtps://…:465` (TLS from the first byte)."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ValueError("SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://…")
@@ -126,6 +142,20 @@ def refund_message(
     return message
 
 
+def envelope_recipient(message: EmailMessage) -> str:
+    """The message's one recipient: a `To` of exactly one plain address, no `Cc` or `Bcc`."""
+    if message.get_all("Cc") or message.get_all("Bcc"):
+        raise ValueError("a receipt e-mail has one recipient, no Cc or Bcc")
+    headers = message.get_all("To", [])
+    # The header as the e-mail package parsed it: a defect means it read something else than
+    # what was written (`a@x.example; b@y.example` reads as one address).
+    header = headers[0] if len(headers) == 1 else None
+    defects = getattr(header, "defects", None)  # on the parsed header class, not AddressHeader
+    if not isinstance(header, AddressHeader) or defects or len(header.addresses) != 1:
+        raise ValueError("a receipt e-mail has exactly one recipient")
+    return plain_address(header.addresses[0].addr_spec)
+
+
 class Mailer:
     """Sends over SMTP when `smtp_url` is set, else writes `.eml` files to `outbox_dir`, else
     has nowhere to send (the caller decides what that means)."""
@@ -151,6 +181,7 @@ class Mailer:
     def _smtp_send(self, message: EmailMessage) -> None:
         target = self.smtp
         assert target is not None
+        recipient = envelope_recipient(message)
         context = ssl.create_default_context()
         client: smtplib.SMTP
         if target.implicit_tls:
@@ -161,12 +192,16 @@ class Mailer:
             client = smtplib.SMTP(target.host, target.port, timeout=SMTP_TIMEOUT_SECONDS)
         with client:
             client.ehlo()
-            if not target.implicit_tls and client.has_extn("starttls"):
-                client.starttls(context=context)
-                client.ehlo()
+            if not target.implicit_tls:
+                if client.has_extn("starttls"):
+                    client.starttls(context=context)
+                    client.ehlo()
+                elif target.username:
+                    raise StartTlsRequired("the SMTP server does not offer STARTTLS")
             if target.username:
                 client.login(target.username, target.password or "")
-            client.send_message(message)
+            # The envelope names the one recipient: never what smtplib would read from headers.
+            client.send_message(message, to_addrs=[recipient])
 
     def _write_outbox(self, message: EmailMessage) -> None:
         assert self.outbox is not None

@@ -65,3 +65,22 @@ class RateLimiter:
         if allowed:
             return
         raise RateLimited(math.ceil(stats.reset_time - time.time()))
+
+    async def exhausted(self, limit: str, *key: str) -> RateLimited | None:
+        """The refusal due when `key` has used up `limit`, without counting this request: for
+        limits that count only some outcomes (failures), hit afterwards with `count`."""
+        item = parse(limit)
+        try:
+            if await self._limiter.test(item, *key):
+                return None
+            stats = await self._limiter.get_window_stats(item, *key)
+        except Exception:
+            logger.warning("rate-limit storage unavailable; request let through", exc_info=True)
+            return None
+        return RateLimited(math.ceil(stats.reset_time - time.time()))
+
+    async def count(self, limit: str, *key: str) -> None:
+        try:
+            await self._limiter.hit(parse(limit), *key)
+        except Exception:
+            logger.warning("rate-limit storage unavailable; hit not counted", exc_info=True)

@@ -268,7 +268,6 @@ class StripeGateway:
         payment_method_id: str,
         description: str | None,
         metadata: dict[str, str],
-        receipt_email: str | None,
         save_payment_method: bool,
         idempotency_key: str,
     ) -> StripeIntent:
@@ -285,8 +284,7 @@ class StripeGateway:
         }
         if description:
             params["description"] = description
-        if receipt_email:
-            params["receipt_email"] = receipt_email
+        # Never `receipt_email`: Stripe would send its own receipt, with another number.
         if save_payment_method:
             params["setup_future_usage"] = "off_session"
         intent = await self._call(

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
 from azora_payments.config import ConfigError
-from azora_payments.mail import Delivery, Mailer, parse_smtp_url, receipt_message
+from azora_payments.mail import Delivery, Mailer, parse_smtp_url
 from azora_payments.pdf import ReceiptDocument, RefundLine, pdf_amount, render_receipt
 from azora_payments.storage import FolderStorage, receipt_key, storage_for
-from tests.conftest import free_port, make_settings
-from tests.receipts.conftest import Inbox, pdf_text
+from tests.conftest import make_settings
+from tests.receipts.conftest import pdf_text
 
 
 def test_amounts_fall_back_to_the_code_where_the_font_has_no_symbol() -> None:
@@ -79,42 +76,6 @@ def test_smtp_urls() -> None:
     with pytest.raises(ValueError, match="SMTP_URL"):
         parse_smtp_url("http://mail.example")
     assert Mailer(smtp_url=None, outbox_dir=None).delivery is Delivery.NOWHERE
-
-
-async def test_smtp_log_in(tmp_path: Path) -> None:
-    seen: list[tuple[bytes, bytes]] = []
-
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:
-        seen.append((auth.login, auth.password))
-        return AuthResult(success=True)
-
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(
-        inbox,
-        hostname="127.0.0.1",
-        port=port,
-        authenticator=authenticator,
-        auth_require_tls=False,
-    )
-    controller.start()
-    try:
-        mailer = Mailer(smtp_url=f"smtp://shop:s3cret@127.0.0.1:{port}", outbox_dir=None)
-        message = receipt_message(
-            sender="r@shop.example",
-            sender_name="Shop",
-            recipient="buyer@shop.example",
-            number="R-2026-000001",
-            amount_text="$1.00",
-            description=None,
-            message_id="<rcpt_x.issued@shop.example>",
-            pdf=b"%PDF-1.3",
-        )
-        assert await mailer.send(message) is Delivery.SMTP
-    finally:
-        controller.stop()
-    assert seen == [(b"shop", b"s3cret")]
-    assert len(inbox.messages) == 1
 
 
 def test_s3_storage_is_refused_in_one_line(sqlite_database_url: str) -> None:

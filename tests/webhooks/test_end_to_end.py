@@ -215,7 +215,6 @@ async def test_reconcile_after_downtime(
         payment_method_id=(await card(own_emulator, "4242424242424242")),
         description=None,
         metadata={},
-        receipt_email=None,
         save_payment_method=False,
         idempotency_key=f"azora:pi:{unanswered.id}",
     )

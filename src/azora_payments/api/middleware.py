@@ -25,6 +25,7 @@ from azora_payments.errors import (
 )
 from azora_payments.logs import log_fields, request_id_var
 from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from azora_payments.ratelimit import RateLimiter
 
 logger = logging.getLogger("azora_payments.access")
 
@@ -48,7 +49,10 @@ DOCS_CSP = (
 # Probes and scrapes are never counted against a client address.
 # Probes, and Stripe's own deliveries: those come in bursts from few addresses, each is verified
 # by its signature before anything is stored, and a 429 would only delay what Stripe retries.
-IP_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/api/webhooks/stripe"})
+WEBHOOK_PATH = "/api/webhooks/stripe"
+IP_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", WEBHOOK_PATH})
+# What a webhook request that fails its checks is answered: counted against its address.
+WEBHOOK_FAILURES = frozenset({400, 413})
 
 
 class _BodyTooLarge(Exception):
@@ -63,11 +67,16 @@ class EdgeMiddleware:
         max_body_bytes: int,
         trusted_proxies: list[str],
         rate_limit_ip: str | None = None,
+        webhook_max_body_bytes: int | None = None,
+        rate_limit_webhook_failures: str | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.webhook_max_body_bytes = webhook_max_body_bytes or max_body_bytes
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
         self.rate_limit_ip = rate_limit_ip
+        self.rate_limit_webhook_failures = rate_limit_webhook_failures
+        self._untrusted_proxy_warned = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,13 +98,19 @@ class EdgeMiddleware:
         if path.startswith("/api/"):
             extra_headers.append((b"cache-control", b"no-store"))
 
+        webhook = path == WEBHOOK_PATH
+        max_body = self.webhook_max_body_bytes if webhook else self.max_body_bytes
         early: AzoraError | None = None
-        if _content_length(scope) > self.max_body_bytes:
+        if webhook:
+            early = await self._check_webhook_failures(scope, client_ip)
+        if early is None and _content_length(scope) > max_body:
             early = PayloadTooLarge()
-        else:
+        if early is None:
             early = await self._check_ip_limit(scope, path, client_ip)
         if early is not None:
             await self._send_problem(send, early, extra_headers)
+            if webhook:
+                await self._count_webhook_failure(scope, client_ip, early.status)
             self._observe(scope, early.status, started)
             request_id_var.reset(token)
             return
@@ -107,7 +122,7 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > max_body:
                     # Answer here: whatever the app makes of the exception (FastAPI turns errors
                     # while reading a body into a 400) is dropped by `send_with_headers`.
                     if not response_started and not rejected:
@@ -143,21 +158,39 @@ class EdgeMiddleware:
         finally:
             if rejected:
                 status = 413
+            if webhook:
+                await self._count_webhook_failure(scope, client_ip, status)
             self._observe(scope, status, started)
             request_id_var.reset(token)
+
+    async def _check_webhook_failures(
+        self, scope: Scope, client_ip: str | None
+    ) -> AzoraError | None:
+        """An address whose webhook requests keep failing is refused before any signature work.
+        Only failures count: Stripe's verified bursts from a few addresses are never limited."""
+        limiter = _limiter(scope)
+        if not self.rate_limit_webhook_failures or not client_ip or limiter is None:
+            return None
+        return await limiter.exhausted(self.rate_limit_webhook_failures, "webhook", client_ip)
+
+    async def _count_webhook_failure(
+        self, scope: Scope, client_ip: str | None, status: int
+    ) -> None:
+        limiter = _limiter(scope)
+        if status not in WEBHOOK_FAILURES or not self.rate_limit_webhook_failures:
+            return
+        if client_ip and limiter is not None:
+            await limiter.count(self.rate_limit_webhook_failures, "webhook", client_ip)
 
     async def _check_ip_limit(
         self, scope: Scope, path: str, client_ip: str | None
     ) -> AzoraError | None:
         """A flood from one address is refused before anything else (authentication included)."""
-        if not self.rate_limit_ip or not client_ip or path in IP_LIMIT_EXEMPT:
-            return None
-        app = scope.get("app")
-        services = getattr(getattr(app, "state", None), "services", None)
-        if services is None:
+        limiter = _limiter(scope)
+        if not self.rate_limit_ip or not client_ip or path in IP_LIMIT_EXEMPT or limiter is None:
             return None
         try:
-            await services.limiter.check(self.rate_limit_ip, "ip", client_ip)
+            await limiter.check(self.rate_limit_ip, "ip", client_ip)
         except RateLimited as exc:
             return exc
         return None
@@ -165,6 +198,8 @@ class EdgeMiddleware:
     def client_ip(self, scope: Scope) -> str | None:
         client = scope.get("client")
         peer: str | None = client[0] if client else None
+        if peer and not self.trusted and not self._untrusted_proxy_warned:
+            self._warn_if_behind_a_proxy(scope, peer)
         if not peer or not self.trusted or not self._is_trusted(peer):
             return peer
         # Several X-Forwarded-For lines are one list, in order (RFC 9110 section 5.3).
@@ -181,6 +216,24 @@ class EdgeMiddleware:
                 return hop
             closest = hop
         return closest
+
+    def _warn_if_behind_a_proxy(self, scope: Scope, peer: str) -> None:
+        """Once per process: requests forwarded by a proxy on a private network while no proxy
+        is trusted mean every client has the proxy's address, and shares its limits."""
+        if not _headers(scope, b"x-forwarded-for"):
+            return
+        try:
+            private = ipaddress.ip_address(peer).is_private
+        except ValueError:
+            return
+        if private:
+            self._untrusted_proxy_warned = True
+            logger.warning(
+                "requests carry X-Forwarded-For from a private address but TRUSTED_PROXIES is "
+                "empty: every client behind that proxy shares one address and its rate limits; "
+                "set TRUSTED_PROXIES to the proxy's network",
+                extra=log_fields(peer=peer),
+            )
 
     def _is_trusted(self, address: str) -> bool:
         try:
@@ -216,6 +269,11 @@ class EdgeMiddleware:
                 method=method, route=route, status=status, ms=round(elapsed * 1000, 2)
             ),
         )
+
+
+def _limiter(scope: Scope) -> RateLimiter | None:
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return getattr(services, "limiter", None)
 
 
 def _route_template(scope: Scope) -> str:

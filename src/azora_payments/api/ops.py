@@ -1,19 +1,23 @@
-"""Operations: liveness, readiness, Prometheus metrics."""
+"""Operations: liveness, readiness, Prometheus metrics (behind METRICS_TOKEN when set; on a port
+of their own with `serve --metrics-port`)."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from azora_payments.api.deps import ServicesDep
 from azora_payments.db.migrate import schema_is_current
+from azora_payments.errors import Unauthenticated
 from azora_payments.jobs.queue import refresh_gauges
 
 router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
 
 
@@ -35,8 +39,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
+@metrics_router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    expected = services.settings.metrics_token
+    if expected is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthenticated("/metrics needs the metrics token.")
     try:
         # The queue's gauges come from the database, so any API process can report them.
         await refresh_gauges(services.db)

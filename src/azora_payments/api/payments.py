@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.convertors import Convertor, register_url_convertor
 
+from azora_payments.addresses import plain_address
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
@@ -40,7 +41,6 @@ class PaymentIdConvertor(Convertor[str]):
 
 
 register_url_convertor("payment_id", PaymentIdConvertor())
-EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$"
 
 
 class ProcessIn(BaseModel):
@@ -54,7 +54,7 @@ class ProcessIn(BaseModel):
         default_factory=dict, max_length=50
     )
     save_payment_method: bool = False
-    receipt_email: str | None = Field(default=None, pattern=EMAIL, max_length=320)
+    receipt_email: str | None = Field(default=None, max_length=254)
 
     @field_validator("metadata")
     @classmethod
@@ -65,6 +65,12 @@ class ProcessIn(BaseModel):
             if "[" in key or "]" in key:
                 raise ValueError("keys cannot contain square brackets")
         return value
+
+    @field_validator("receipt_email")
+    @classmethod
+    def _one_plain_address(cls, value: str | None) -> str | None:
+        # `a@b.com,root` would otherwise reach two people: one address, as written.
+        return None if value is None else plain_address(value)
 
 
 def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from azora_payments.addresses import plain_address
+from azora_payments.api.body import read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID
 from azora_payments.domain import receipts
@@ -44,15 +47,42 @@ async def get_receipt_pdf(payment_id: str, user: CurrentUser, services: Services
     )
 
 
-@router.post("/{payment_id}/receipt/email", status_code=202)
+class ResendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(default=None, max_length=254, description="Operators only")
+
+    @field_validator("email")
+    @classmethod
+    def _one_plain_address(cls, value: str | None) -> str | None:
+        return None if value is None else plain_address(value)
+
+
+@router.post(
+    "/{payment_id}/receipt/email",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": ResendIn.model_json_schema()}},
+        }
+    },
+    responses={429: {"description": "Too many re-sends for this payment or this caller"}},
+)
 async def email_receipt(
-    payment_id: str, user: CurrentUser, actor: RequestActor, services: ServicesDep
+    payment_id: str, request: Request, user: CurrentUser, actor: RequestActor, services: ServicesDep
 ) -> dict[str, Any]:
+    # The body is optional: an empty one asks for the payment's own address.
+    body = validate(ResendIn, await read_json(request)) if await request.body() else ResendIn()
+    settings = services.settings
     return await receipts.request_email(
         db=services.db,
-        limiter=services.limiter,
-        limit=services.settings.rate_limit_receipt_email,
+        limits=receipts.ResendLimits(
+            per_payment=settings.rate_limit_receipt_email,
+            per_user=settings.rate_limit_receipt_email_user,
+        ),
         user=user,
         actor=actor,
         payment_id=_checked(payment_id),
+        email=body.email,
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_payments.addresses import plain_address_or_none
 from azora_payments.auth import User
 from azora_payments.db.models import Payment
 from azora_payments.db.repositories import customers as customers_repo
@@ -155,7 +156,7 @@ async def _create_payment(
         amount_refunded=0,
         description=request.description,
         metadata_=request.metadata,
-        receipt_email=request.receipt_email or user.email,
+        receipt_email=request.receipt_email or plain_address_or_none(user.email),
         save_payment_method=request.save_payment_method,
         payment_method_id=request.payment_method_id,
         card_brand=card.brand if card else None,
@@ -217,7 +218,6 @@ async def _charge(
             payment_method_id=payment.payment_method_id or "",
             description=payment.description,
             metadata=dict(payment.metadata_ or {}),
-            receipt_email=payment.receipt_email,
             save_payment_method=payment.save_payment_method,
             idempotency_key=f"azora:pi:{payment.id}",
         )

@@ -3,29 +3,33 @@ the database's current state (refunds included), and e-mailed from the durable q
 
 from __future__ import annotations
 
+import math
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from limits import parse as parse_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.auth import User
 from azora_payments.config import Settings
 from azora_payments.db.models import Payment, Receipt
+from azora_payments.db.repositories import audit as audit_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit
 from azora_payments.domain.audit import Actor
-from azora_payments.errors import PaymentNotFound, ReceiptNotReady
+from azora_payments.errors import Forbidden, PaymentNotFound, RateLimited, ReceiptNotReady
 from azora_payments.ids import new_id
 from azora_payments.jobs.queue import enqueue
 from azora_payments.pdf import ReceiptDocument, RefundLine
-from azora_payments.ratelimit import RateLimiter
 
 ISSUE = "receipt.issue"
 EMAIL = "receipt.email"
+EMAIL_REQUESTED = "receipt.email_requested"
 # Refunds that take money back (or will): listed on the receipt and counted in the net amount.
 SHOWN_REFUNDS = ("succeeded", "pending")
 
@@ -155,29 +159,69 @@ async def get_document(
         return await document(session, receipt=receipt, payment=payment, settings=settings)
 
 
+@dataclass(frozen=True, slots=True)
+class ResendLimits:
+    """Re-sends allowed per payment and per caller (`limits` notation: `3/hour`)."""
+
+    per_payment: str
+    per_user: str
+
+
 async def request_email(
-    *, db: Database, limiter: RateLimiter, limit: str, user: User, actor: Actor, payment_id: str
+    *,
+    db: Database,
+    limits: ResendLimits,
+    user: User,
+    actor: Actor,
+    payment_id: str,
+    email: str | None = None,
 ) -> dict[str, Any]:
-    """Queue another sending of the receipt (its own job), rate limited per payment."""
+    """Queue another sending of the receipt (its own job), to the payment's address or, for an
+    operator, to `email`; limited per payment and per caller.
+
+    The limits are counted in the database, from the audit records of earlier requests, in the
+    transaction that adds this one: exact across servers, and never let through because a cache
+    is down."""
+    if email is not None and not user.is_operator:
+        raise Forbidden("Only operators may send a receipt to another address.")
     async with db.read() as session:
         _, receipt = await _visible(session, user=user, payment_id=payment_id)
-    await limiter.check(limit, "receipt_email", payment_id)
     resend = secrets.token_hex(8)
     async with db.transaction() as session:
+        # Requests for one payment queue on its row, and one caller's on a lock of its own.
+        await payments_repo.get(session, payment_id, for_update=True)
+        await audit_repo.lock_actor(session, actor.id, EMAIL_REQUESTED)
+        await _within_limit(session, limits.per_payment, payment_id=payment_id)
+        await _within_limit(session, limits.per_user, actor=actor.id)
+        payload: dict[str, Any] = {"receipt_id": receipt.id, "resend": resend}
+        details: dict[str, Any] = {"receipt_id": receipt.id}
+        if email is not None:
+            payload["email"] = details["email"] = email
         await enqueue(
             session,
             kind=EMAIL,
-            payload={"receipt_id": receipt.id, "resend": resend},
+            payload=payload,
             unique_key=f"receipt-email:{receipt.id}:{resend}",
         )
         audit.record(
-            session,
-            actor=actor,
-            action="receipt.email_requested",
-            payment_id=payment_id,
-            details={"receipt_id": receipt.id},
+            session, actor=actor, action=EMAIL_REQUESTED, payment_id=payment_id, details=details
         )
     return receipt_view(receipt)
+
+
+async def _within_limit(
+    session: AsyncSession, limit: str, *, payment_id: str | None = None, actor: str | None = None
+) -> None:
+    item = parse_limit(limit)
+    window = timedelta(seconds=item.get_expiry())
+    now = utcnow()
+    count, oldest = await audit_repo.count_since(
+        session, action=EMAIL_REQUESTED, since=now - window, payment_id=payment_id, actor=actor
+    )
+    if count >= item.amount:
+        # Free again when the oldest request in the window leaves it.
+        retry_after = (oldest or now) + window - now
+        raise RateLimited(math.ceil(retry_after.total_seconds()))
 
 
 def _time(value: datetime) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from azora_payments.addresses import plain_address_or_none
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.types import utcnow
@@ -62,7 +63,9 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
         doc = await receipts.document(session, receipt=receipt, payment=payment, settings=settings)
     fields = log_fields(receipt_id=receipt_id, payment_id=payment.id)
     mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
-    recipient = payment.receipt_email
+    # An operator's choice for this re-send, else the payment's (rows from before addresses were
+    # checked may hold a list: those are not sent at all).
+    recipient = plain_address_or_none(payload.get("email") or payment.receipt_email)
     if not recipient or mailer.delivery is Delivery.NOWHERE:
         reason = "no address" if not recipient else "no SMTP_URL or MAIL_OUTBOX_DIR"
         logger.warning(f"receipt e-mail not sent: {reason}", extra=fields)

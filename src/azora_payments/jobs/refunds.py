@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from azora_payments.addresses import plain_address_or_none
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.repositories import refunds as refunds_repo
@@ -33,14 +34,15 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
         receipt = await receipts_repo.of_payment(session, payment.id)
     fields = log_fields(refund_id=refund_id, payment_id=payment.id)
     mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
-    if not payment.receipt_email or mailer.delivery is Delivery.NOWHERE:
+    recipient = plain_address_or_none(payment.receipt_email)
+    if not recipient or mailer.delivery is Delivery.NOWHERE:
         logger.warning("refund e-mail not sent: no address or nowhere to send", extra=fields)
         return
     domain = settings.receipt_from_email.rpartition("@")[2] or "azora.dev"
     message = refund_message(
         sender=settings.receipt_from_email,
         sender_name=settings.merchant_name,
-        recipient=payment.receipt_email,
+        recipient=recipient,
         amount_text=format_amount(refund.amount, refund.currency),
         description=payment.description,
         receipt_number=receipt.number if receipt is not None else None,
