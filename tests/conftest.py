@@ -379,3 +379,31 @@ async def emulator_intents_for(base_url: str, user_id: str) -> list[dict[str, An
             if not page.get("has_more") or not page["data"]:
                 return found
             params["starting_after"] = page["data"][-1]["id"]
+
+
+# ---------------------------------------------------------------- private services
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of this module's own (migrated `azora` database), which its tests
+    may stop and start: `tests.private_services.PrivatePostgres`."""
+    from tests.private_services import PrivatePostgres
+
+    pg = PrivatePostgres()
+    try:
+        pg.start()
+        pg.create_database()
+        upgrade(pg.url)
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def private_database_url(private_postgres: Any) -> str:
+    """The private cluster's database, emptied (and started, if a test left it stopped)."""
+    private_postgres.start()
+    asyncio.run(_truncate(private_postgres.url))
+    url: str = private_postgres.url
+    return url

@@ -57,8 +57,11 @@ class PrivatePostgres:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.root}'\nfsync = off\n"
-                "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+                f"unix_socket_directories = '{self.root}'\nmax_connections = 200\n"
+                # A hard stop is a crash of the server, not of the machine: what is written to
+                # the OS survives, so fsync may be off; commits must still reach the WAL
+                # (synchronous_commit stays on) or a crash would lose acknowledged commits.
+                "fsync = off\nfull_page_writes = off\n"
             )
 
     @property
@@ -73,7 +76,12 @@ class PrivatePostgres:
         full = ["runuser", "-u", "postgres", "--", *cmd] if self._as_postgres else list(cmd)
         return subprocess.run(full, capture_output=True, text=True, check=check, timeout=120)
 
+    def running(self) -> bool:
+        return self._run(self.pg_ctl, "-D", str(self.data), "status", check=False).returncode == 0
+
     def start(self) -> None:
+        if self.running():
+            return
         self._run(
             self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "120", "start"
         )

@@ -110,7 +110,7 @@ async def deliver_due(services: Services) -> int:
     import_kind_modules()
     worker = Worker(
         services,
-        options=WorkerOptions(once=True, poll_seconds=0.05, lease_margin=1.0),
+        options=WorkerOptions(once=True, poll_seconds=0.05),
         kinds={DELIVER: get_kind(DELIVER)},
     )
     await worker.run()

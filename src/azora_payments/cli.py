@@ -115,7 +115,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         only=args.kinds,
         concurrency=args.concurrency,
         once=args.once,
-        lease_margin=args.lease_margin,
+        lease=args.lease,
+        heartbeat=args.heartbeat,
         grace=args.grace,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -161,10 +162,17 @@ def _add_job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="run only the kinds matching these patterns (`mail.*`); default all",
     )
     worker.add_argument(
-        "--lease-margin",
+        "--lease",
         type=float,
         default=30.0,
-        help="seconds added to a kind's timeout before its job may be taken again (30)",
+        help="seconds a job is leased for, renewed by a heartbeat; a dead worker's jobs are "
+        "taken again after it (30)",
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        help="seconds between lease renewals (a third of the lease)",
     )
     worker.add_argument(
         "--grace",

@@ -688,6 +688,16 @@ async def test_k_dropped_connection_and_delay(
     assert (await client.v1.customers.retrieve_async(customer.id)).id == customer.id
 
 
+async def test_k_a_slow_stripe_answers_for_real_after_the_delay(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    await fault(http, method="POST", path="^/v1/customers$", status=200, delay=0.3)
+    started = time.monotonic()
+    customer = await client.v1.customers.create_async(params={"email": "slow@example.com"})
+    assert time.monotonic() - started >= 0.3
+    assert (await client.v1.customers.retrieve_async(customer.id)).email == "slow@example.com"
+
+
 async def test_k_data_reset_clears_idempotency_and_faults(http: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": "reset-key"}
     first = await http.post("/v1/customers", data={"email": "r@example.com"}, headers=headers)

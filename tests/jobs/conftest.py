@@ -25,7 +25,13 @@ from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = WorkerOptions(poll_seconds=0.05, lease_margin=0.5, grace_seconds=5.0, recover_seconds=0.2)
+FAST = WorkerOptions(
+    poll_seconds=0.05,
+    lease_seconds=1.0,
+    heartbeat_seconds=0.2,
+    grace_seconds=5.0,
+    recover_seconds=0.2,
+)
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ async def receipt_api(
         yield http
 
 
-OPTIONS = WorkerOptions(once=True, poll_seconds=0.02, concurrency=4, lease_margin=1.0)
+OPTIONS = WorkerOptions(once=True, poll_seconds=0.02, concurrency=4)
 
 
 async def run_receipt_jobs(services: Services, *kinds: str) -> int:

@@ -105,7 +105,7 @@ async def test_concurrent_workers_leave_no_gap(receipt_settings: Settings) -> No
         for _ in range(count):
             await seed_succeeded(one, receipt_email=None)
         import_kind_modules()
-        options = WorkerOptions(once=True, poll_seconds=0.01, concurrency=4, lease_margin=1.0)
+        options = WorkerOptions(once=True, poll_seconds=0.01, concurrency=4)
         kinds = {receipts.ISSUE: get_kind(receipts.ISSUE)}
         workers = [Worker(svc, options=options, kinds=kinds) for svc in (one, two)]
         await asyncio.gather(*(w.run() for w in workers))

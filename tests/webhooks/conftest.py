@@ -223,7 +223,7 @@ async def event_row(services: Services, event_id: str) -> WebhookEvent | None:
     return row
 
 
-APPLY_ONLY = WorkerOptions(once=True, poll_seconds=0.02, concurrency=4, lease_margin=1.0)
+APPLY_ONLY = WorkerOptions(once=True, poll_seconds=0.02, concurrency=4)
 
 
 async def run_apply_jobs(services: Services) -> int:

@@ -113,7 +113,8 @@ j    webhooks: fixed 1 s delay, signed with the event's   ``--webhook-delay``; s
 k    no fault injection                                   ``POST /_azora/faults`` (JSON
                                                           ``method``, ``path`` regex,
                                                           ``status`` (0 = drop the
-                                                          connection), ``times``, ``delay``,
+                                                          connection, 200 = the real answer
+                                                          after ``delay``), ``times``, ``delay``,
                                                           ``after``, ``code``: a 4xx refusal
                                                           with Stripe's code, e.g. a refund's
                                                           ``balance_insufficient`` or a
@@ -271,6 +272,8 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
         await request.read()
     if fault.delay > 0:
         await asyncio.sleep(fault.delay)
+    if fault.status == 200 and not fault.after:
+        return await handler(request)  # a slow Stripe: the real answer, late
     if fault.after:
         # The work is done; whatever it answered is what gets "lost".
         with contextlib.suppress(web.HTTPException):

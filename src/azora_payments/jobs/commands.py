@@ -28,7 +28,8 @@ def worker(
     only: Sequence[str] = (),
     concurrency: int | None = None,
     once: bool = False,
-    lease_margin: float = 30.0,
+    lease: float = 30.0,
+    heartbeat: float | None = None,
     grace: float = 25.0,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
@@ -50,7 +51,8 @@ def worker(
     options = WorkerOptions(
         concurrency=concurrency or settings.worker_concurrency,
         poll_seconds=settings.worker_poll_seconds,
-        lease_margin=lease_margin,
+        lease_seconds=lease,
+        heartbeat_seconds=heartbeat if heartbeat is not None else lease / 3,
         grace_seconds=grace,
         once=once,
     )

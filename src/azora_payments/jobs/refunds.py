@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from azora_payments.addresses import plain_address_or_none
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
@@ -13,6 +15,7 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit
 from azora_payments.domain.money import format_amount
 from azora_payments.domain.outcomes import REFUND_EMAIL
+from azora_payments.jobs.facts import record_fact
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
 from azora_payments.mail import Delivery, Mailer, refund_message
@@ -50,7 +53,9 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
         message_id=f"<{refund.id}.refunded@{domain}>",
     )
     delivery = await mailer.send(message)
-    async with services.db.transaction() as session:
+
+    # A fact once the SMTP server has it: retried through a database outage (`record_fact`).
+    async def mark_emailed(session: AsyncSession) -> None:
         row = await refunds_repo.get(session, refund_id)
         assert row is not None
         row.emailed_at = utcnow()
@@ -61,4 +66,6 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
             payment_id=payment.id,
             details={"refund_id": refund_id, "delivery": str(delivery)},
         )
+
+    await record_fact(services.db, mark_emailed, what="a refund was e-mailed", refund_id=refund_id)
     logger.info("refund e-mailed", extra=fields)

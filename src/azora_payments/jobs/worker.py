@@ -1,5 +1,14 @@
 """The worker: claims due jobs under a lease, runs their handlers with a time limit, and records
-success, a retry with backoff, or death; it stops gracefully on SIGTERM/SIGINT."""
+success, a retry with backoff, or death; it stops gracefully on SIGTERM/SIGINT.
+
+Leases are short and renewed by a heartbeat, so the jobs of a worker that died are taken again
+within a lease (30 s), however long their kind may run. A database outage stops every
+heartbeat, so a lease that ran out during one proves nothing: a worker that has just seen the
+database fail leaves others' expired leases alone until the database has answered it for two
+heartbeats, time for their live owners to renew them (a worker just started waits as
+long: it may have been started during the outage). Outcomes are written only by the owner
+of the attempt (see `jobs_repo._owned`), so a late one of a lost lease is dropped.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +41,9 @@ logger = logging.getLogger("azora_payments.jobs.worker")
 T = TypeVar("T")
 
 MAX_ERROR_CHARS = 4000
-# Writes that record an outcome are retried briefly; if the database stays away the lease
-# runs out and the job runs again, which handlers are written to survive.
+# Writes that record an outcome are retried with these delays (the last one repeated) for up
+# to `WorkerOptions.outcome_retry_seconds`; the heartbeat keeps the lease meanwhile. If the
+# database stays away longer, the job runs again after its lease, which handlers survive.
 OUTCOME_WRITE_DELAYS = (0.1, 0.5, 1.0, 2.0)
 
 
@@ -42,8 +52,12 @@ class WorkerOptions:
     concurrency: int = 4
     poll_seconds: float = 0.5
     batch_size: int = 10
-    # Added to a kind's timeout to make its lease: time to record the outcome after the limit.
-    lease_margin: float = 30.0
+    # A claimed job is leased for this long and the lease renewed every `heartbeat_seconds`:
+    # a dead worker's jobs are taken again within a lease.
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    # How long to keep trying to record an outcome while the database is away.
+    outcome_retry_seconds: float = 60.0
     # On SIGTERM, how long the jobs in hand may take to finish before they are released.
     grace_seconds: float = 25.0
     recover_seconds: float = 1.0
@@ -55,8 +69,10 @@ class WorkerOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.batch_size < 1:
             raise ValueError("concurrency and batch_size must be at least 1")
-        if self.poll_seconds <= 0 or self.lease_margin < 0 or self.grace_seconds < 0:
-            raise ValueError("poll_seconds must be positive, lease_margin and grace at least 0")
+        if self.poll_seconds <= 0 or self.grace_seconds < 0 or self.outcome_retry_seconds < 0:
+            raise ValueError("poll_seconds must be positive, grace and outcome retries at least 0")
+        if not 0 < self.heartbeat_seconds < self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be positive and shorter than lease_seconds")
 
 
 def default_worker_id() -> str:
@@ -89,6 +105,9 @@ class Worker:
         self._done_lock = asyncio.Lock()
         self.runs = 0
         self._refill = max(1, min(self.options.batch_size, self.options.concurrency) // 2)
+        # loop time since which the database has answered this worker without a failure;
+        # None until it first answers (after a failure, or at all).
+        self._db_ok_since: float | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -104,10 +123,8 @@ class Worker:
 
     async def run(self) -> None:
         kinds = self.kinds
-        leases = {
-            name: timedelta(seconds=kind.timeout + self.options.lease_margin)
-            for name, kind in kinds.items()
-        }
+        lease = timedelta(seconds=self.options.lease_seconds)
+        leases = dict.fromkeys(kinds, lease)
         logger.info(
             "worker started",
             extra=log_fields(
@@ -119,14 +136,16 @@ class Worker:
         loop = asyncio.get_running_loop()
         due = {"recover": 0.0, "schedule": 0.0, "metrics": 0.0}
         failures = 0
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self._stop.is_set():
                 now = loop.time()
                 try:
                     if now >= due["schedule"]:
                         await self._arm_schedules(kinds)
+                        self._database_answered()
                         due["schedule"] = now + self.options.schedule_seconds
-                    if now >= due["recover"]:
+                    if now >= due["recover"] and self._settled(now):
                         await self._recover(kinds)
                         due["recover"] = now + self.options.recover_seconds
                     if now >= due["metrics"]:
@@ -139,8 +158,10 @@ class Worker:
                     asked = min(free, self.options.batch_size) if refill else 0
                     claimed = await self._claim(leases, asked) if asked > 0 else []
                     failures = 0
+                    self._database_answered()
                 except Exception:
                     failures += 1
+                    self._database_failed()
                     logger.exception(
                         "job queue unavailable", extra=log_fields(worker_id=self.worker_id)
                     )
@@ -157,10 +178,68 @@ class Worker:
                 drained = asked > len(claimed)
                 await self._wait(tasks=not drained or self.options.once)
         finally:
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
             logger.info(
                 "worker stopped", extra=log_fields(worker_id=self.worker_id, runs=self.runs)
             )
+
+    # ------------------------------------------------------------------ leases
+
+    def _database_answered(self) -> None:
+        if self._db_ok_since is None:
+            self._db_ok_since = asyncio.get_running_loop().time()
+
+    def _database_failed(self) -> None:
+        self._db_ok_since = None
+
+    def _settled(self, now: float) -> bool:
+        """Whether others' expired leases may be taken: not until the database has answered
+        this worker for two heartbeats since it started or last failed (module docstring)."""
+        since = self._db_ok_since
+        return since is not None and now - since >= 2 * self.options.heartbeat_seconds
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the jobs in hand; a job found taken by another is cancelled
+        here (its outcome would be dropped anyway, and its work is someone else's now)."""
+        delay = self.options.heartbeat_seconds
+        while True:
+            await asyncio.sleep(delay)
+            held = {(job.id, job.attempts): task for task, job in self._inflight.items()}
+            if not held:
+                delay = self.options.heartbeat_seconds
+                continue
+            now = utcnow()
+            try:
+                async with self.services.db.transaction() as session:
+                    kept = await jobs_repo.renew(
+                        session,
+                        claims=list(held),
+                        worker_id=self.worker_id,
+                        now=now,
+                        until=now + timedelta(seconds=self.options.lease_seconds),
+                    )
+            except Exception:
+                self._database_failed()
+                logger.warning(
+                    "could not renew job leases: trying again",
+                    extra=log_fields(worker_id=self.worker_id, jobs=[i for i, _ in held]),
+                )
+                # Soon, so that the leases are renewed as soon as the database is back.
+                delay = min(1.0, self.options.heartbeat_seconds)
+                continue
+            self._database_answered()
+            delay = self.options.heartbeat_seconds
+            for (job_id, attempt), task in held.items():
+                if job_id not in kept and not task.done():
+                    logger.warning(
+                        "job lease lost: another worker took the job; stopping this attempt",
+                        extra=log_fields(job_id=job_id, attempt=attempt),
+                    )
+                    task.cancel()
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -441,21 +520,30 @@ class Worker:
             )
 
     async def _with_retries(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T | None:
-        """Run `write` in a transaction, retrying briefly; None if the database stays away
-        (the lease then runs out and the job runs again, which handlers are written for)."""
-        for delay in (*OUTCOME_WRITE_DELAYS, None):
+        """Run `write` in a transaction, retrying for `outcome_retry_seconds`; None if the
+        database stays away (the lease then runs out and the job runs again, which handlers
+        are written for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.outcome_retry_seconds
+        tries = 0
+        while True:
             try:
                 async with self.services.db.transaction() as session:
-                    return await write(session)
+                    result = await write(session)
             except Exception:
-                if delay is None:
+                self._database_failed()
+                delay = OUTCOME_WRITE_DELAYS[min(tries, len(OUTCOME_WRITE_DELAYS) - 1)]
+                tries += 1
+                if loop.time() + delay > deadline:
                     logger.exception(
                         "could not record a job's outcome: it will run again after its lease",
                         extra=log_fields(worker_id=self.worker_id),
                     )
                     return None
                 await asyncio.sleep(delay)
-        return None  # pragma: no cover - the loop returns
+                continue
+            self._database_answered()
+            return result
 
 
 def describe_error(error: BaseException, *, timed_out: bool, limit: float) -> str:

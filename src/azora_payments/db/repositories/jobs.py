@@ -205,6 +205,34 @@ async def mark_done_many(
     return set((await session.scalars(stmt)).all())
 
 
+async def renew(
+    session: AsyncSession,
+    *,
+    claims: Sequence[tuple[int, int]],
+    worker_id: str,
+    now: datetime,
+    until: datetime,
+) -> set[int]:
+    """Extend the leases of the (job id, attempt) claims this worker still holds; their ids.
+
+    A lease that ran out but was not taken yet is renewed too: its owner is alive after all.
+    """
+    if not claims:
+        return set()
+    stmt = (
+        update(Job)
+        .where(
+            tuple_(Job.id, Job.attempts).in_(list(claims)),
+            Job.status == RUNNING,
+            Job.locked_by == worker_id,
+        )
+        .values(locked_until=until, updated_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await session.scalars(stmt)).all())
+
+
 async def reschedule(
     session: AsyncSession,
     *,
