@@ -24,6 +24,10 @@ PaymentStatus = Literal[
 ]
 PAYMENT_ID = re.compile(r"^pay_[0-9a-z]{26}$")
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,63}$"
+# Stripe allows 50 metadata keys; the service adds its own two (azora_payment_id, azora_user_id)
+# and reserves the azora_ prefix, so what a caller sends always fits.
+MAX_METADATA_KEYS = 48
+RESERVED_METADATA_PREFIX = "azora_"
 
 
 class ProcessIn(BaseModel):
@@ -34,7 +38,7 @@ class ProcessIn(BaseModel):
     payment_method_id: str = Field(pattern=PM_ID)
     description: str | None = Field(default=None, max_length=1000)
     metadata: dict[str, Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=dict, max_length=50
+        default_factory=dict, max_length=MAX_METADATA_KEYS
     )
     save_payment_method: bool = False
     receipt_email: str | None = Field(default=None, pattern=EMAIL, max_length=320)
@@ -50,7 +54,23 @@ class ProcessIn(BaseModel):
         return value
 
 
+def _check_metadata(metadata: dict[str, str]) -> None:
+    reserved = [k for k in metadata if k.lower().startswith(RESERVED_METADATA_PREFIX)]
+    if reserved:
+        raise ValidationFailed(
+            "Some fields are not valid.",
+            errors=[
+                {
+                    "field": f"metadata.{k}",
+                    "message": f"keys starting with {RESERVED_METADATA_PREFIX} are reserved",
+                }
+                for k in reserved
+            ],
+        )
+
+
 def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
+    _check_metadata(body.metadata)
     currency = body.currency.lower()
     if currency not in currencies:
         raise ValidationFailed(

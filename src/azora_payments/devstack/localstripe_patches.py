@@ -695,6 +695,9 @@ def resolve_payment_method(payment_method: Any, param: str = "payment_method") -
     return R.PaymentMethod._api_retrieve(payment_method).id
 
 
+STRIPE_METADATA_KEYS = 50
+
+
 def _validate_pi_params(params: dict[str, Any]) -> None:
     sfu = params.get("setup_future_usage")
     if sfu not in (None, "", "on_session", "off_session"):
@@ -711,6 +714,12 @@ def _validate_pi_params(params: dict[str, Any]) -> None:
     for key in ("description", "return_url"):
         if params.get(key) is not None and not isinstance(params[key], str):
             raise invalid(f"Invalid {key}", param=key)
+    metadata = params.get("metadata")
+    if isinstance(metadata, dict) and len(metadata) > STRIPE_METADATA_KEYS:
+        raise invalid(
+            f"Invalid metadata: metadata cannot have more than {STRIPE_METADATA_KEYS} keys",
+            param="metadata",
+        )
 
 
 def _store_pi_params(pi: Any, params: dict[str, Any]) -> None:
@@ -735,7 +744,7 @@ def _pi_init(original: Callable[..., None]) -> Callable[..., None]:
         extra = {k: kwargs.pop(k) for k in (*PI_STORED_PARAMS, *PI_ACCEPTED_PARAMS) if k in kwargs}
         extra["automatic_payment_methods"] = automatic_payment_methods
         extra["return_url"] = return_url
-        _validate_pi_params(extra)
+        _validate_pi_params({**extra, "metadata": kwargs.get("metadata")})
         payment_method = resolve_payment_method(payment_method)
         original(self, *args, payment_method=payment_method, **kwargs)
         for key in PI_STORED_PARAMS:

@@ -107,7 +107,13 @@ async def process(
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
         raise
-    await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
+    await keys.remember(
+        user_id=user.id,
+        key=key,
+        fingerprint=fingerprint,
+        answer=answer.stored,
+        created_at=held.created_at,
+    )
     return answer
 
 
