@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     rate_limit_user: str = "120/minute"
     rate_limit_ip: str = "600/minute"
     rate_limit_receipt_email: str = "3/hour"
+    # Declines before new payment attempts are refused (card testing): per user, per card
+    # (Stripe's fingerprint) and per client address.
+    rate_limit_declines_user: str = "5/hour"
+    rate_limit_declines_card: str = "3/hour"
+    rate_limit_declines_ip: str = "30/hour"
 
     cors_origins: CsvList = Field(default_factory=list)
     trusted_proxies: CsvList = Field(default_factory=list)
@@ -135,7 +140,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{network!r} is not an address or network") from None
         return value
 
-    @field_validator("rate_limit_user", "rate_limit_ip", "rate_limit_receipt_email")
+    @field_validator(
+        "rate_limit_user",
+        "rate_limit_ip",
+        "rate_limit_receipt_email",
+        "rate_limit_declines_user",
+        "rate_limit_declines_card",
+        "rate_limit_declines_ip",
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         from limits import parse

@@ -24,27 +24,32 @@ logger = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 0.5
 
 
+def redis_storage(redis_url: str) -> RedisStorage:
+    """A `limits` storage on Redis that gives up quickly."""
+    uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    return RedisStorage(
+        uri,
+        implementation="redispy",
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+
+
+async def close_storage(storage: Storage) -> None:
+    """Close a storage's Redis connections (the `limits` storage has no close of its own)."""
+    client: Any = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is not None:
+        await client.aclose()
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None) -> None:
-        storage: Storage
-        if redis_url:
-            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            storage = RedisStorage(
-                uri,
-                implementation="redispy",
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
-        else:
-            storage = MemoryStorage()
+        storage: Storage = redis_storage(redis_url) if redis_url else MemoryStorage()
         self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
 
     async def close(self) -> None:
-        """Close the Redis connections (the `limits` storage has no close of its own)."""
-        client: Any = getattr(getattr(self._storage, "bridge", None), "storage", None)
-        if client is not None:
-            await client.aclose()
+        await close_storage(self._storage)
 
     async def check(self, limit: str | RateLimitItem, *key: str) -> None:
         item = parse(limit) if isinstance(limit, str) else limit

@@ -122,6 +122,8 @@ async def process_payment(
         request=payment_request,
         key=key,
         fingerprint=request_fingerprint("POST", "/api/payments/process", data),
+        limits=services.declines,
+        client_ip=request.state.countable_ip,
     )
     return replayable_response(answer)
 

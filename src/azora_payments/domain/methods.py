@@ -160,6 +160,7 @@ def saved_row(method: StripePaymentMethod, *, user_id: str, customer_id: str) ->
         last4=card.last4 if card else None,
         exp_month=card.exp_month if card else None,
         exp_year=card.exp_year if card else None,
+        card_fingerprint=card.fingerprint if card else None,
         is_default=False,
         created_at=now,
         updated_at=now,
