@@ -48,6 +48,9 @@ class Customer(Base):
 
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    # Counts the changes of the default card: each change's Stripe idempotency key carries its
+    # number, so switching back to an earlier card can never replay that earlier answer.
+    default_method_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _created()
 
 
