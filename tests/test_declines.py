@@ -210,3 +210,43 @@ async def test_the_stored_failure_is_the_402s(
     assert told.data["failure"] == payment["failure"]
     assert counted.stripe_decline_code == "insufficient_funds"
     assert counted.payment_id == payment["id"]
+
+
+def test_failures_recorded_before_are_masked_by_the_migration(tmp_path: Any) -> None:
+    """A payment that failed with `stolen_card` before this change: after the migration, the
+    customer is told `generic_decline` and operators still see the real reason."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from azora_payments.db.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0004")
+    engine = sa.create_engine(url)
+    columns = (
+        "id, user_id, status, amount, currency, amount_refunded, metadata, save_payment_method, "
+        "disputed, failure_code, failure_decline_code, failure_message, created_at, updated_at"
+    )
+    with engine.begin() as conn:
+        for ident, decline in (
+            ("pay_old_stolen", "stolen_card"),
+            ("pay_old_funds", "insufficient_funds"),
+        ):
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO payments ({columns}) VALUES (:id, 'u', 'failed', 2000, 'usd', 0, "
+                    "'{}', 0, 0, 'card_declined', :decline, 'Your card was declined.', "
+                    "'2026-11-30 10:00:00', '2026-11-30 10:00:00')"
+                ),
+                {"id": ident, "decline": decline},
+            )
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        query = sa.text("SELECT id, failure_decline_code, stripe_decline_code FROM payments")
+        rows = {row[0]: tuple(row[1:]) for row in conn.execute(query)}
+    engine.dispose()
+    assert rows == {
+        "pay_old_stolen": ("generic_decline", "stolen_card"),
+        "pay_old_funds": ("insufficient_funds", "insufficient_funds"),
+    }

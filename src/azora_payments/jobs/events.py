@@ -47,7 +47,9 @@ async def apply_event(ctx: JobContext, payload: dict[str, Any]) -> None:
 
 @scheduled_job("stripe.reconcile", every=timedelta(minutes=5), timeout=240.0)
 async def reconcile_with_stripe(ctx: JobContext, payload: dict[str, Any]) -> None:
-    report = await reconcile.reconcile(ctx.services)
+    with declines.collecting() as recorded:
+        report = await reconcile.reconcile(ctx.services)
+    await ctx.services.declines.count(recorded)
     for line in report.changes:
         logger.info("reconciled", extra=log_fields(job_id=ctx.job_id, change=line))
 
