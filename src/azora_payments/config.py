@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # `Authorization: Bearer <it>`; with a port (`serve --metrics-port`) it is served there only.
     metrics_token: str | None = Field(default=None, min_length=16)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Declines before new payment attempts are refused (card testing): per user, per card
+    # (Stripe's fingerprint) and per client address.
+    rate_limit_declines_user: str = "5/hour"
+    rate_limit_declines_card: str = "3/hour"
+    rate_limit_declines_ip: str = "30/hour"
 
     cors_origins: CsvList = Field(default_factory=list)
     trusted_proxies: CsvList = Field(default_factory=list)
@@ -156,6 +161,9 @@ class Settings(BaseSettings):
         "rate_limit_receipt_email",
         "rate_limit_receipt_email_user",
         "rate_limit_webhook_failures",
+        "rate_limit_declines_user",
+        "rate_limit_declines_card",
+        "rate_limit_declines_ip",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:

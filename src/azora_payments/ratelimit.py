@@ -22,25 +22,30 @@ from azora_payments.redis_guard import Breaker, client_options
 logger = logging.getLogger(__name__)
 
 
+def redis_storage(redis_url: str) -> RedisStorage:
+    """A `limits` storage on Redis that gives up quickly: a guard must not become the slow part
+    of a request."""
+    uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+    return RedisStorage(uri, implementation="redispy", **client_options())
+
+
+async def close_storage(storage: Storage) -> None:
+    """Close a storage's Redis connections (the `limits` storage has no close of its own)."""
+    client: Any = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is not None:
+        await client.aclose()
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None, *, breaker: Breaker | None = None) -> None:
-        storage: Storage
-        if redis_url:
-            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-            # A guard must not become the slow part of a request: give up on Redis quickly.
-            storage = RedisStorage(uri, implementation="redispy", **client_options())
-        else:
-            storage = MemoryStorage()
+        storage: Storage = redis_storage(redis_url) if redis_url else MemoryStorage()
         self._storage = storage
         self._limiter = FixedWindowRateLimiter(storage)
         self._breaker = breaker or Breaker()
         self._local = FixedWindowRateLimiter(MemoryStorage())
 
     async def close(self) -> None:
-        """Close the Redis connections (the `limits` storage has no close of its own)."""
-        client: Any = getattr(getattr(self._storage, "bridge", None), "storage", None)
-        if client is not None:
-            await client.aclose()
+        await close_storage(self._storage)
 
     async def check(self, limit: str | RateLimitItem, *key: str) -> None:
         item = parse(limit) if isinstance(limit, str) else limit

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from azora_payments.auth import TokenVerifier
 from azora_payments.config import Settings
 from azora_payments.db.session import Database
+from azora_payments.domain.declines import DeclineLimits
 from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.redis_guard import Breaker, guarded_client
@@ -31,6 +32,7 @@ class Services:
         self.verifier = TokenVerifier(settings)
         self.limiter = RateLimiter(settings.redis_url, breaker=self.redis_breaker)
         self.stripe = StripeGateway(settings)
+        self.declines = DeclineLimits(db=self.db, settings=settings)
         self.idempotency = IdempotencyKeys(
             db=self.db,
             redis=self.redis,
@@ -50,6 +52,7 @@ class Services:
     async def close(self) -> None:
         await self.stripe.close()
         await self.limiter.close()
+        await self.declines.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

@@ -76,6 +76,8 @@ class Card:
     last4: str | None
     exp_month: int | None
     exp_year: int | None
+    # Stripe's fingerprint of the card number: the same card in every PaymentMethod.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ class PaymentError:
     code: str | None
     decline_code: str | None
     message: str
+    # The failed charge, and the fingerprint of the card it tried, when Stripe says.
+    charge: str | None = None
+    card_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +136,21 @@ class CardDeclined(CardError):
         decline_code: str | None,
         intent: StripeIntent | None,
         charge_id: str | None,
+        card_fingerprint: str | None = None,
     ) -> None:
         message = friendly_card_message(code, decline_code)
         super().__init__(message, code=code, title=message, decline_code=decline_code)
         self.decline_code = decline_code
         self.intent = intent
         self.charge_id = charge_id
+        self.card_fingerprint = card_fingerprint
+
+    @property
+    def error(self) -> PaymentError:
+        """The decline as Stripe's error answer tells it (the real reason)."""
+        return PaymentError(
+            self.code, self.decline_code, self.title, self.charge_id, self.card_fingerprint
+        )
 
 
 class StripeRejected(AzoraError):
@@ -459,7 +473,8 @@ def _raise_mapped(operation: str, exc: stripe.StripeError) -> NoReturn:
             code=exc.code or "card_declined",
             decline_code=error.get("decline_code"),
             intent=_intent(intent_data) if isinstance(intent_data, dict) else None,
-            charge_id=error.get("charge"),
+            charge_id=_id_of(error.get("charge")),
+            card_fingerprint=_fingerprint_of(error.get("payment_method")),
         ) from None
     if isinstance(exc, stripe.RateLimitError | stripe.APIConnectionError | stripe.APIError):
         logger.warning("stripe unavailable during %s: %s", operation, type(exc).__name__)
@@ -498,6 +513,11 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
+def _fingerprint_of(pm: Any) -> str | None:
+    fingerprint = _get(_get(pm, "card"), "fingerprint")
+    return str(fingerprint) if fingerprint else None
+
+
 def _payment_method(pm: Any) -> StripePaymentMethod:
     card = _get(pm, "card")
     return StripePaymentMethod(
@@ -509,6 +529,7 @@ def _payment_method(pm: Any) -> StripePaymentMethod:
             last4=_get(card, "last4"),
             exp_month=_get(card, "exp_month"),
             exp_year=_get(card, "exp_year"),
+            fingerprint=_get(card, "fingerprint"),
         )
         if card
         else None,
@@ -533,6 +554,8 @@ def _intent(pi: Any) -> StripeIntent:
             code=_get(error, "code"),
             decline_code=_get(error, "decline_code"),
             message=friendly_card_message(_get(error, "code"), _get(error, "decline_code")),
+            charge=_id_of(_get(error, "charge")),
+            card_fingerprint=_fingerprint_of(_get(error, "payment_method")),
         )
         if error
         else None,

@@ -277,6 +277,8 @@ DECLINES = [
     ("4000000000000069", "expired_card", "expired_card"),
     ("4000000000000127", "incorrect_cvc", "incorrect_cvc"),
     ("4000000000000119", "processing_error", "processing_error"),
+    ("pm_card_radarBlock", "card_declined", "fraudulent"),
+    ("4000000000006975", "card_declined", "card_velocity_exceeded"),
 ]
 
 
@@ -330,6 +332,48 @@ async def test_e_decline_at_charge_time_looks_like_stripe(
         "payment_intent.payment_failed",
     ]
     assert await event_types_for(http, error.charge) == ["charge.failed"]
+
+
+async def test_e_any_decline_reason_on_demand(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    bad = await http.post("/_azora/declines", json={"code": "card_declined"})
+    assert bad.status_code == 400
+    rule = {"decline_code": "pickup_card", "card": "4242424242424242", "times": 2}
+    assert (await http.post("/_azora/declines", json=rule)).status_code == 201
+    # Another card is not concerned; this one is declined twice with that reason, then not.
+    assert (await paid_intent(client, "pm_card_mastercard")).status == "succeeded"
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as raised:
+            await paid_intent(client)
+        assert raised.value.error is not None
+        assert raised.value.error.decline_code == "pickup_card"
+        assert raised.value.error.code == "card_declined"
+        intent = raised.value.error.payment_intent
+        assert intent is not None
+        assert intent.last_payment_error.decline_code == "pickup_card"
+    assert (await paid_intent(client)).status == "succeeded"
+    # Any card, until cleared.
+    await http.post("/_azora/declines", json={"decline_code": "security_violation", "times": 9})
+    with pytest.raises(stripe.CardError):
+        await paid_intent(client, "pm_card_amex")
+    assert (await http.delete("/_azora/declines")).status_code == 200
+    assert (await paid_intent(client, "pm_card_amex")).status == "succeeded"
+
+
+async def test_c_metadata_keys_are_limited_as_stripe_limits_them(
+    client: stripe.StripeClient,
+) -> None:
+    params: Any = {"amount": 100, "currency": "eur"}
+    fits = await client.v1.payment_intents.create_async(
+        params={**params, "metadata": {f"k{i}": "v" for i in range(50)}}
+    )
+    assert len(fits.metadata.to_dict()) == 50
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.payment_intents.create_async(
+            params={**params, "metadata": {f"k{i}": "v" for i in range(51)}}
+        )
+    assert raised.value.param == "metadata"
 
 
 async def test_e_retry_after_decline_with_another_card(client: stripe.StripeClient) -> None:
@@ -696,6 +740,15 @@ async def test_k_a_slow_stripe_answers_for_real_after_the_delay(
     customer = await client.v1.customers.create_async(params={"email": "slow@example.com"})
     assert time.monotonic() - started >= 0.3
     assert (await client.v1.customers.retrieve_async(customer.id)).email == "slow@example.com"
+async def test_k_a_fault_may_answer_a_body_of_its_own(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    error = {"type": "card_error", "code": "card_declined", "decline_code": "do_not_honor"}
+    await fault(http, path="^/v1/payment_intents$", status=402, body={"error": error})
+    with pytest.raises(stripe.CardError) as raised:
+        await client.v1.payment_intents.create_async(params={"amount": 100, "currency": "eur"})
+    assert raised.value.error is not None
+    assert raised.value.error.decline_code == "do_not_honor"
 
 
 async def test_k_data_reset_clears_idempotency_and_faults(http: httpx.AsyncClient) -> None:

@@ -88,6 +88,11 @@ class EdgeMiddleware:
         client_ip = self.client_ip(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         scope["state"]["client_ip"] = client_ip
+        # Only a client's own address may count against a per-address limit: not one of our
+        # proxies (no forwarded address, or a chain we cannot read past).
+        scope["state"]["countable_ip"] = (
+            client_ip if client_ip and not self._is_trusted(client_ip) else None
+        )
         status = 500
         response_started = False
         rejected = False  # we answered 413 ourselves while the app was reading the body

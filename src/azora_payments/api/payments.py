@@ -41,6 +41,10 @@ class PaymentIdConvertor(Convertor[str]):
 
 
 register_url_convertor("payment_id", PaymentIdConvertor())
+# Stripe allows 50 metadata keys; the service adds its own two (azora_payment_id, azora_user_id)
+# and reserves the azora_ prefix, so what a caller sends always fits.
+MAX_METADATA_KEYS = 48
+RESERVED_METADATA_PREFIX = "azora_"
 
 
 class ProcessIn(BaseModel):
@@ -51,7 +55,7 @@ class ProcessIn(BaseModel):
     payment_method_id: str = Field(pattern=PM_ID)
     description: str | None = Field(default=None, max_length=1000)
     metadata: dict[str, Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=dict, max_length=50
+        default_factory=dict, max_length=MAX_METADATA_KEYS
     )
     save_payment_method: bool = False
     receipt_email: str | None = Field(default=None, max_length=254)
@@ -73,7 +77,23 @@ class ProcessIn(BaseModel):
         return None if value is None else plain_address(value)
 
 
+def _check_metadata(metadata: dict[str, str]) -> None:
+    reserved = [k for k in metadata if k.lower().startswith(RESERVED_METADATA_PREFIX)]
+    if reserved:
+        raise ValidationFailed(
+            "Some fields are not valid.",
+            errors=[
+                {
+                    "field": f"metadata.{k}",
+                    "message": f"keys starting with {RESERVED_METADATA_PREFIX} are reserved",
+                }
+                for k in reserved
+            ],
+        )
+
+
 def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
+    _check_metadata(body.metadata)
     currency = body.currency.lower()
     if currency not in currencies:
         raise ValidationFailed(
@@ -125,6 +145,8 @@ async def process_payment(
         request=payment_request,
         key=key,
         fingerprint=request_fingerprint("POST", "/api/payments/process", data),
+        limits=services.declines,
+        client_ip=request.state.countable_ip,
     )
     return replayable_response(answer)
 

@@ -48,6 +48,9 @@ class Customer(Base):
 
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     stripe_customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    # Counts the changes of the default card: each change's Stripe idempotency key carries its
+    # number, so switching back to an earlier card can never replay that earlier answer.
+    default_method_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _created()
 
 
@@ -65,6 +68,8 @@ class PaymentMethod(Base):
     last4: Mapped[str | None] = mapped_column(String(4))
     exp_month: Mapped[int | None] = mapped_column(Integer)
     exp_year: Mapped[int | None] = mapped_column(Integer)
+    # Stripe's fingerprint of the card number: the decline limit per card counts by it.
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
@@ -104,6 +109,13 @@ class Payment(Base):
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_decline_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(Text)
+    # Stripe's real decline reason, for operators only: `failure_decline_code` is what the
+    # customer was told (`generic_decline` for the reasons that would help a card tester).
+    stripe_decline_code: Mapped[str | None] = mapped_column(String(64))
+    # The card charged and the client address that asked (when countable): what a decline of
+    # this payment counts against, also when Stripe reports it later by webhook.
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
     dispute_status: Mapped[str | None] = mapped_column(String(32))
     # When reconciliation last re-read it from Stripe: a payment that stays unsettled (a 3-D
@@ -257,6 +269,30 @@ class AuditRecord(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(128))
     client_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class CardDecline(Base):
+    """One decline Stripe reported (by answer or webhook), once per failed charge: what the
+    decline limits count when Redis is not there to count them."""
+
+    __tablename__ = "card_declines"
+    __table_args__ = (
+        Index(None, "user_id", "at"),
+        Index(None, "card_fingerprint", "at"),
+        Index(None, "client_ip", "at"),
+        Index(None, "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The failed charge (or, without one, the payment): the API's answer and the webhook that
+    # report the same decline count once.
+    source: Mapped[str] = mapped_column(String(255), unique=True)
+    at: Mapped[datetime] = _created()
+    user_id: Mapped[str] = mapped_column(String(255))
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    stripe_decline_code: Mapped[str | None] = mapped_column(String(64))
 
 
 class Notification(Base):

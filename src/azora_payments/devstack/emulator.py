@@ -52,7 +52,15 @@ e    declines carry ``type: invalid_request_error``,      402 ``card_error`` wit
                                                           9995 insufficient_funds, 9987
                                                           lost_card, 9979 stolen_card, 0069
                                                           expired_card, 0127 incorrect_cvc,
-                                                          0119 processing_error; emits
+                                                          0119 processing_error, 4100…0019
+                                                          (``pm_card_radarBlock``) fraudulent,
+                                                          6975 card_velocity_exceeded; any
+                                                          reason on demand: ``POST
+                                                          /_azora/declines`` (JSON
+                                                          ``decline_code``, ``code``,
+                                                          ``message``, ``card`` number,
+                                                          ``times``), ``DELETE
+                                                          /_azora/declines``; emits
                                                           ``charge.failed`` and
                                                           ``payment_intent.payment_failed``
 f    3-D Secure emits nothing; cancel emits nothing       ``payment_intent.requires_action``
@@ -119,12 +127,14 @@ k    no fault injection                                   ``POST /_azora/faults`
                                                           with Stripe's code, e.g. a refund's
                                                           ``balance_insufficient`` or a
                                                           cancel's ``payment_intent_``
-                                                          ``unexpected_state``); ``DELETE
+                                                          ``unexpected_state``, ``body``: the
+                                                          JSON to answer); ``DELETE
                                                           /_azora/faults``; ``GET|DELETE
                                                           /_azora/requests`` (counts per
                                                           ``METHOD path``); ``DELETE
                                                           /_config/data`` also clears the
-                                                          idempotency cache, faults and counts
+                                                          idempotency cache, faults, counts
+                                                          and declines on demand
 l    ``pm_card_mastercard``/``amex``/… unknown; brand     more ``pm_card_*`` test ids (with the
      always visa; no ``GET /v1/customers/{id}/            right brand and last4); customer
      payment_methods``; charges list 500s on              payment-method list; list filters
@@ -188,6 +198,8 @@ class Fault:
     delay: float = 0.0
     after: bool = False
     code: str | None = None
+    # The JSON answered instead of Stripe's (e.g. a card error whose parts disagree).
+    body: dict[str, Any] | None = None
 
     def matches(self, request: web.Request) -> bool:
         method_ok = self.method is None or self.method.upper() == request.method
@@ -223,6 +235,7 @@ class EmulatorState:
         self.faults.clear()
         self.requests.clear()
         _patches().SETTINGS.search_lag = 0.0
+        _patches().DECLINE_RULES.clear()
 
 
 STATE_KEY = web.AppKey("azora_emulator_state", EmulatorState)
@@ -283,6 +296,8 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
             request.transport.abort()
         # Nothing can be sent any more; aiohttp discards this once it sees the closed transport.
         return web.Response(status=500)
+    if fault.body is not None:
+        return web.json_response(fault.body, status=fault.status)
     if fault.status >= 500:
         return _stripe_error(fault.status, "api_error", "An unknown error occurred (injected).")
     code = fault.code or ("rate_limit" if fault.status == 429 else "injected_fault")
@@ -370,6 +385,7 @@ async def add_fault(request: web.Request) -> web.Response:
             delay=float(data.get("delay", 0.0)),
             after=bool(data.get("after", False)),
             code=str(data["code"]) if data.get("code") else None,
+            body=dict(data["body"]) if data.get("body") is not None else None,
         )
         re.compile(fault.path)
     except (ValueError, KeyError, TypeError, re.error) as e:

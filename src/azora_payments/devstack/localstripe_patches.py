@@ -105,6 +105,8 @@ TEST_PAYMENT_METHODS = {
     "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds": "4000008260003178",
     "pm_card_createDispute": "4000000000000259",
     "pm_card_refundFail": "4000000000005126",
+    "pm_card_radarBlock": "4100000000000019",
+    "pm_card_visa_chargeDeclinedVelocityLimitExceeded": "4000000000006975",
 }
 _GENERIC = "Your card was declined."
 # card number -> (code, decline_code, message), as Stripe words them at charge time
@@ -135,7 +137,40 @@ DECLINES: dict[str, tuple[str, str, str]] = {
         "Your card has insufficient funds.",
     ),
     "4000008400001629": ("card_declined", "generic_decline", _GENERIC),
+    # Radar's "always blocked" card.
+    "4100000000000019": ("card_declined", "fraudulent", _GENERIC),
+    "4000000000006975": ("card_declined", "card_velocity_exceeded", _GENERIC),
 }
+
+
+@dataclass
+class DeclineRule:
+    """A decline on demand (``POST /_azora/declines``): the next ``times`` charges of ``card``
+    (a card number; any card when None) are declined with these codes."""
+
+    decline_code: str
+    code: str = "card_declined"
+    message: str = _GENERIC
+    card: str | None = None
+    times: int = 1
+
+    def matches(self, number: str | None) -> bool:
+        return self.card is None or self.card == number
+
+
+DECLINE_RULES: list[DeclineRule] = []
+
+
+def _take_decline_rule(number: str | None) -> DeclineRule | None:
+    for rule in DECLINE_RULES:
+        if rule.matches(number):
+            rule.times -= 1
+            if rule.times <= 0:
+                DECLINE_RULES.remove(rule)
+            return rule
+    return None
+
+
 DECLINE_PARAMS = {"expired_card": "exp_month", "incorrect_cvc": "cvc"}
 DISPUTE_CARD = "4000000000000259"
 REFUND_FAIL_CARD = "4000000000005126"
@@ -438,8 +473,16 @@ def _pm_canonical_test_article(cls: Any, /, id: str) -> Any:
 
 
 def _pm_charging_is_declined(original: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    # Asked once per charge, as the charge is made: a decline on demand is taken here and left
+    # on the payment method for the charge's failure to read.
     def declined(self: Any) -> bool:
-        return getattr(self, "_card_number", None) in DECLINES or original(self)
+        number = getattr(self, "_card_number", None)
+        if self.type == "card":
+            rule = _take_decline_rule(number)
+            if rule is not None:
+                self._azora_decline = (rule.code, rule.decline_code, rule.message)
+                return True
+        return number in DECLINES or original(self)
 
     return declined
 
@@ -568,7 +611,11 @@ def _charge_init(original: Callable[..., None]) -> Callable[..., None]:
 
 
 def _charge_set_auth_failure(self: Any) -> None:
-    code, decline_code, message = DECLINES.get(
+    pm = R.store.get("payment_method:" + (self.payment_method or ""))
+    on_demand = getattr(pm, "_azora_decline", None)
+    if on_demand is not None:
+        pm._azora_decline = None
+    code, decline_code, message = on_demand or DECLINES.get(
         card_number(self.payment_method) or "", ("card_declined", "generic_decline", _GENERIC)
     )
     self.status = "failed"
@@ -699,6 +746,9 @@ def resolve_payment_method(payment_method: Any, param: str = "payment_method") -
     return R.PaymentMethod._api_retrieve(payment_method).id
 
 
+STRIPE_METADATA_KEYS = 50
+
+
 def _validate_pi_params(params: dict[str, Any]) -> None:
     sfu = params.get("setup_future_usage")
     if sfu not in (None, "", "on_session", "off_session"):
@@ -715,6 +765,12 @@ def _validate_pi_params(params: dict[str, Any]) -> None:
     for key in ("description", "return_url"):
         if params.get(key) is not None and not isinstance(params[key], str):
             raise invalid(f"Invalid {key}", param=key)
+    metadata = params.get("metadata")
+    if isinstance(metadata, dict) and len(metadata) > STRIPE_METADATA_KEYS:
+        raise invalid(
+            f"Invalid metadata: metadata cannot have more than {STRIPE_METADATA_KEYS} keys",
+            param="metadata",
+        )
 
 
 def _store_pi_params(pi: Any, params: dict[str, Any]) -> None:
@@ -739,7 +795,7 @@ def _pi_init(original: Callable[..., None]) -> Callable[..., None]:
         extra = {k: kwargs.pop(k) for k in (*PI_STORED_PARAMS, *PI_ACCEPTED_PARAMS) if k in kwargs}
         extra["automatic_payment_methods"] = automatic_payment_methods
         extra["return_url"] = return_url
-        _validate_pi_params(extra)
+        _validate_pi_params({**extra, "metadata": kwargs.get("metadata")})
         payment_method = resolve_payment_method(payment_method)
         original(self, *args, payment_method=payment_method, **kwargs)
         for key in PI_STORED_PARAMS:
@@ -1319,9 +1375,40 @@ def open_dispute(charge: Any) -> None:
 # ------------------------------------------------------------------ installation
 
 
+async def add_decline(request: web.Request) -> web.Response:
+    """``POST /_azora/declines``: JSON ``decline_code`` (Stripe's: ``stolen_card``,
+    ``pickup_card``, …), optional ``code`` (``card_declined``), ``message``, ``card`` (a card
+    number, e.g. ``4242424242424242``: only that card) and ``times`` (1)."""
+    try:
+        data = await request.json()
+        rule = DeclineRule(
+            decline_code=str(data["decline_code"]),
+            code=str(data.get("code", "card_declined")),
+            message=str(data.get("message", _GENERIC)),
+            card=str(data["card"]) if data.get("card") else None,
+            times=int(data.get("times", 1)),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        return web.json_response(
+            {"error": {"type": "invalid_request_error", "message": f"Bad decline: {e!r}"}},
+            status=400,
+        )
+    DECLINE_RULES.append(rule)
+    return web.json_response(rule.__dict__, status=201)
+
+
+async def clear_declines(request: web.Request) -> web.Response:
+    DECLINE_RULES.clear()
+    return web.json_response({})
+
+
 def register_routes(app: web.Application) -> None:
-    """Routes localstripe lacks: disputes and a customer's payment methods."""
+    """Routes localstripe lacks: disputes and a customer's payment methods; declines on
+    demand."""
     from localstripe import server
+
+    app.router.add_post("/_azora/declines", add_decline)
+    app.router.add_delete("/_azora/declines", clear_declines)
 
     for method, url, make in (
         ("GET", "/v1/disputes", server.api_list_all),

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -60,6 +60,8 @@ class Held:
     lock: datetime
     payment_id: str | None
     refund_id: str | None
+    # When the key was first used: it is forgotten IDEMPOTENCY_KEY_TTL_HOURS later.
+    created_at: datetime | None = None
 
 
 class KeyBusy(Exception):
@@ -119,6 +121,9 @@ class IdempotencyKeys:
             row = await keys_repo.get(session, user_id=user_id, key=key)
         return row is None or row.locked_at is None or self._expired(row.locked_at)
 
+    def _forgotten(self, created_at: datetime) -> bool:
+        return utcnow() - created_at >= timedelta(hours=self.ttl_hours)
+
     def _expired(self, locked_at: datetime) -> bool:
         return utcnow() - locked_at >= timedelta(seconds=self.lock_seconds)
 
@@ -151,9 +156,22 @@ class IdempotencyKeys:
                     lock=now,
                     payment_id=None,
                     refund_id=None,
+                    created_at=now,
                 )
             row = await keys_repo.get(session, user_id=user_id, key=key, for_update=True)
             assert row is not None
+            if self._forgotten(row.created_at):
+                # Older than the TTL: forgotten (API.md), whether or not the purge has removed it
+                # yet. The row is taken over as a new key, so no stale answer is ever replayed.
+                _start_afresh(row, method=method, path=path, fingerprint=fingerprint, now=now)
+                return Held(
+                    key_id=row.id,
+                    recovery_point=STARTED,
+                    lock=now,
+                    payment_id=None,
+                    refund_id=None,
+                    created_at=now,
+                )
             if (
                 row.request_hash != fingerprint
                 or row.request_method != method
@@ -174,6 +192,7 @@ class IdempotencyKeys:
                 lock=now,
                 payment_id=row.payment_id,
                 refund_id=row.refund_id,
+                created_at=row.created_at,
             )
 
     async def take_over(
@@ -290,13 +309,33 @@ class IdempotencyKeys:
             await self.release(held)
             raise
 
-    async def remember(self, *, user_id: str, key: str, fingerprint: str, answer: Stored) -> None:
-        """Keep a committed answer in Redis for fast replays (best effort)."""
+    async def remember(
+        self,
+        *,
+        user_id: str,
+        key: str,
+        fingerprint: str,
+        answer: Stored,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Keep a committed answer in Redis for fast replays (best effort). `created_at` is when
+        the key was first used: the cached answer is forgotten when the key is."""
         if self.redis is None:
             return
-        value = json.dumps({"hash": fingerprint, "status": answer.status, "body": answer.body})
+        created_at = created_at or utcnow()
+        ttl = int(self.ttl_hours * 3600 - (utcnow() - created_at).total_seconds())
+        if ttl <= 0:
+            return
+        value = json.dumps(
+            {
+                "hash": fingerprint,
+                "status": answer.status,
+                "body": answer.body,
+                "created": created_at.timestamp(),
+            }
+        )
         try:
-            await self.redis.set(_redis_key(user_id, key), value, ex=self.ttl_hours * 3600)
+            await self.redis.set(_redis_key(user_id, key), value, ex=ttl)
         except Exception:
             logger.warning("redis unavailable: idempotent answer not cached")
 
@@ -311,6 +350,9 @@ class IdempotencyKeys:
         if raw is None:
             return None
         cached = json.loads(raw)
+        created = cached.get("created")
+        if created is not None and self._forgotten(datetime.fromtimestamp(float(created), UTC)):
+            return None
         if cached["hash"] != fingerprint:
             raise IdempotencyKeyReused()
         return Stored(int(cached["status"]), str(cached["body"]))
@@ -319,6 +361,23 @@ class IdempotencyKeys:
         cutoff = utcnow() - timedelta(hours=self.ttl_hours)
         async with self.db.transaction() as session:
             return await keys_repo.delete_older_than(session, cutoff)
+
+
+def _start_afresh(
+    row: IdempotencyKey, *, method: str, path: str, fingerprint: str, now: datetime
+) -> None:
+    """Turn a forgotten key's row into a new key held by this request."""
+    row.request_method = method
+    row.request_path = path
+    row.request_hash = fingerprint
+    row.recovery_point = STARTED
+    row.response_status = None
+    row.response_body = None
+    row.payment_id = None
+    row.refund_id = None
+    row.locked_at = now
+    row.created_at = now
+    row.last_run_at = now
 
 
 def _redis_key(user_id: str, key: str) -> str:

@@ -81,10 +81,15 @@ async def save(
             payment_method_id=payment_method_id, customer_id=customer_id
         )
     if set_default:
+        # Not a key from the customer and method alone: A -> B -> A within Stripe's 24 h would
+        # replay the first answer, and Stripe would keep B while we say A. Each change has its
+        # own number; the SDK's retries of one change share its key.
+        async with db.transaction() as session:
+            version = await customers_repo.next_default_method_version(session, user.id)
         await stripe.set_default_payment_method(
             customer_id=customer_id,
             payment_method_id=method.id,
-            idempotency_key=f"azora:default_pm:{customer_id}:{method.id}",
+            idempotency_key=f"azora:default_pm:{customer_id}:{version}:{method.id}",
         )
     async with db.transaction() as session:
         created = await methods_repo.insert_if_absent(
@@ -160,6 +165,7 @@ def saved_row(method: StripePaymentMethod, *, user_id: str, customer_id: str) ->
         last4=card.last4 if card else None,
         exp_month=card.exp_month if card else None,
         exp_year=card.exp_year if card else None,
+        card_fingerprint=card.fingerprint if card else None,
         is_default=False,
         created_at=now,
         updated_at=now,

@@ -61,9 +61,11 @@ async def tell(
 def payment_data(
     payment: Payment, *, refunds: Sequence[Refund], receipt: Receipt | None
 ) -> dict[str, Any]:
-    # The product's backend acts for its users: it is told whose payment this is.
+    # The product's backend acts for its users: it is told whose payment this is. It is never
+    # told the client_secret (API.md): that belongs to the customer's browser alone, and a
+    # notification is kept, listed and re-sent long after the secret stopped mattering.
     view = payment_view(payment, refunds=refunds, receipt=receipt)
-    return {**view, "user_id": payment.user_id}
+    return {**view, "client_secret": None, "user_id": payment.user_id}
 
 
 def refund_data(refund: Refund, payment: Payment) -> dict[str, Any]:

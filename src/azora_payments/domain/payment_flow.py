@@ -28,12 +28,13 @@ from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, final_answers, intents, methods
+from azora_payments.domain import audit, declines, final_answers, intents, methods
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     AzoraError,
+    CardError,
     IdempotencyRequestInProgress,
     PaymentMethodNotFound,
     StripeUnavailable,
@@ -84,7 +85,11 @@ async def process(
     request: PaymentRequest,
     key: str,
     fingerprint: str,
+    limits: declines.DeclineLimits,
+    client_ip: str | None,
 ) -> Answer:
+    """`client_ip` is the caller's address when it may be counted (it reached us directly or a
+    trusted proxy reported it), else None."""
     begun = await keys.begin(
         user_id=user.id,
         key=key,
@@ -100,12 +105,21 @@ async def process(
             created: Payment | None = None
             if held.recovery_point != PAYMENT_CREATED:
                 created = await _create_payment(
-                    keys=keys, stripe=stripe, user=user, actor=actor, request=request, held=held
+                    keys=keys,
+                    stripe=stripe,
+                    user=user,
+                    actor=actor,
+                    request=request,
+                    held=held,
+                    limits=limits,
+                    client_ip=client_ip,
                 )
             assert held.payment_id is not None
-            answer = await _charge(
-                keys=keys, stripe=stripe, actor=actor, held=held, created=created
-            )
+            with declines.collecting() as recorded:
+                answer = await _charge(
+                    keys=keys, stripe=stripe, actor=actor, held=held, created=created
+                )
+            await limits.count(recorded)
     except StripeUnavailable as exc:
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
@@ -115,7 +129,13 @@ async def process(
         await intents.close_failed_now(db=keys.db, stripe=stripe, payment_id=held.payment_id)
     if answer.stored.status < 300:
         # Only successes are cached: a failure's answer may still be overturned by Stripe.
-        await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
+        await keys.remember(
+            user_id=user.id,
+            key=key,
+            fingerprint=fingerprint,
+            answer=answer.stored,
+            created_at=held.created_at,
+        )
     return answer
 
 
@@ -127,25 +147,32 @@ async def _create_payment(
     actor: audit.Actor,
     request: PaymentRequest,
     held: Held,
+    limits: declines.DeclineLimits,
+    client_ip: str | None,
 ) -> Payment:
-    """Phase 1: the payment row, committed with the key's move to `payment_created`."""
+    """Phase 1: the payment row, committed with the key's move to `payment_created`. A new
+    attempt after too many declines is refused here, before Stripe is asked anything."""
     async with keys.db.read() as session:
         saved = await methods_repo.get(session, request.payment_method_id)
         customer_id = await customers_repo.get_stripe_id(session, user.id)
     if saved is not None and saved.user_id != user.id:
         raise PaymentMethodNotFound()
+    await limits.check(user_id=user.id, ip=client_ip)
     if customer_id is None:
         customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
     card: Card | None
-    if saved is not None:
+    if saved is not None and saved.card_fingerprint:
         # Saved by this user, so theirs; its card is on file, kept current by the
         # payment_method.* webhooks. Only a method we do not know is looked up in Stripe.
-        card = Card(saved.brand, saved.last4, saved.exp_month, saved.exp_year)
+        card = Card(
+            saved.brand, saved.last4, saved.exp_month, saved.exp_year, saved.card_fingerprint
+        )
     else:
         method = await methods.retrieve_owned(
             stripe=stripe, payment_method_id=request.payment_method_id, customer_id=customer_id
         )
         card = method.card
+    await limits.check(card=card.fingerprint if card else None)
     now = utcnow()
     payment = Payment(
         id=new_id("pay"),
@@ -163,6 +190,8 @@ async def _create_payment(
         card_last4=card.last4 if card else None,
         card_exp_month=card.exp_month if card else None,
         card_exp_year=card.exp_year if card else None,
+        card_fingerprint=card.fingerprint if card else None,
+        client_ip=client_ip,
         stripe_customer_id=customer_id,
         disputed=False,
         created_at=now,
@@ -235,14 +264,12 @@ async def _charge(
         payment = await payments_repo.get(session, payment_id, for_update=True)
         assert payment is not None
         if declined is not None:
+            # The failure recorded is the error answer's, the one the 402 tells (item 4).
             if declined.intent is not None:
-                await apply_intent(session, payment, declined.intent, actor=actor)
-            await mark_failed(
-                session,
-                payment,
-                PaymentError(declined.code, declined.decline_code, declined.title),
-                actor=actor,
-            )
+                await apply_intent(
+                    session, payment, declined.intent, actor=actor, failure=declined.error
+                )
+            await mark_failed(session, payment, declined.error, actor=actor)
         elif rejected is not None:
             await mark_failed(session, payment, _rejection(rejected), actor=actor)
         else:
@@ -256,7 +283,7 @@ async def _charge(
             payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
         )
         if declined is not None:
-            answer = Answer(Stored.of(402, _decline_problem(declined, payment.id)))
+            answer = Answer(Stored.of(402, _decline_problem(declined.error, payment.id)))
         elif rejected is not None:
             error = _rejected_problem(rejected, payment.id)
             answer = Answer(Stored.of(error.status, error.problem(request_id_var.get())))
@@ -303,7 +330,11 @@ def _rejected_problem(rejected: StripeRejected, payment_id: str) -> AzoraError:
 async def _remember_card(session: AsyncSession, payment: Payment) -> None:
     """`save_payment_method`: Stripe attached the card to the customer; list it as saved."""
     card = Card(
-        payment.card_brand, payment.card_last4, payment.card_exp_month, payment.card_exp_year
+        payment.card_brand,
+        payment.card_last4,
+        payment.card_exp_month,
+        payment.card_exp_year,
+        payment.card_fingerprint,
     )
     method = StripePaymentMethod(
         id=payment.payment_method_id or "",
@@ -318,8 +349,15 @@ async def _remember_card(session: AsyncSession, payment: Payment) -> None:
     await methods_repo.insert_if_absent(session, row)
 
 
-def _decline_problem(declined: CardDeclined, payment_id: str) -> dict[str, Any]:
-    body = declined.problem(request_id_var.get())
-    body["payment_id"] = payment_id
-    body["retryable"] = False
-    return body
+def _decline_problem(error: PaymentError, payment_id: str) -> dict[str, Any]:
+    """The 402: the failure as the payment records it (`declines.public_failure`)."""
+    told = declines.public_failure(error)
+    problem = CardError(
+        told.message,
+        code=told.code or CardError.code,
+        title=told.message,
+        decline_code=told.decline_code,
+        payment_id=payment_id,
+        retryable=False,
+    )
+    return problem.problem(request_id_var.get())

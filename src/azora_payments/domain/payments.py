@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, outcomes
+from azora_payments.domain import audit, declines, outcomes
 from azora_payments.logs import log_fields
 from azora_payments.stripe_gateway import PaymentError, StripeIntent
 
@@ -97,10 +97,17 @@ def refuse_mismatch(
 
 
 async def apply_intent(
-    session: AsyncSession, payment: Payment, intent: StripeIntent, *, actor: audit.Actor
+    session: AsyncSession,
+    payment: Payment,
+    intent: StripeIntent,
+    *,
+    actor: audit.Actor,
+    failure: PaymentError | None = None,
 ) -> bool:
     """Bring `payment` forward to what `intent` says; True when its status changed. An intent
-    that does not match the payment is refused (`intent_mismatch`)."""
+    that does not match the payment is refused (`intent_mismatch`). `failure` is the decline as
+    Stripe's error answer told it (what the 402 says), which is then the payment's failure
+    rather than the intent's `last_payment_error`."""
     mismatch = intent_mismatch(payment, intent)
     if mismatch is not None:
         refuse_mismatch(session, payment, intent, field=mismatch)
@@ -113,22 +120,25 @@ async def apply_intent(
     if intent.latest_charge and payment.stripe_charge_id is None:
         payment.stripe_charge_id = intent.latest_charge
     new = status_of(intent)
+    error = failure or intent.last_payment_error
+    if new == "failed" and error is not None:
+        # Every decline counts against the limits, also one of a payment already failed (a
+        # card tried again in Stripe.js); each failed charge once.
+        await declines.record(session, payment, error)
     if not (may_move(payment.status, new) or (first_answer and new != payment.status)):
         return False
     previous = payment.status
     payment.status = new
     payment.client_secret = intent.client_secret if new == "requires_action" else None
-    if new == "failed" and intent.last_payment_error is not None:
-        _set_failure(payment, intent.last_payment_error)
+    details: dict[str, str | None] = {"from": previous, "stripe_payment_intent_id": intent.id}
+    if new == "failed" and error is not None:
+        _set_failure(payment, error)
+        details |= _failure_details(payment)
     elif new == "succeeded":
         _set_failure(payment, None)
     payment.updated_at = utcnow()
     audit.record(
-        session,
-        actor=actor,
-        action=f"payment.{new}",
-        payment_id=payment.id,
-        details={"from": previous, "stripe_payment_intent_id": intent.id},
+        session, actor=actor, action=f"payment.{new}", payment_id=payment.id, details=details
     )
     await outcomes.payment_status_changed(session, payment, previous=previous)
     return True
@@ -138,6 +148,7 @@ async def mark_failed(
     session: AsyncSession, payment: Payment, error: PaymentError, *, actor: audit.Actor
 ) -> bool:
     """A decline told by Stripe's error answer rather than by an intent snapshot."""
+    await declines.record(session, payment, error)
     if not may_move(payment.status, "failed"):
         return False
     previous = payment.status
@@ -150,13 +161,26 @@ async def mark_failed(
         actor=actor,
         action="payment.failed",
         payment_id=payment.id,
-        details={"from": previous, "code": error.code, "decline_code": error.decline_code},
+        details={"from": previous, **_failure_details(payment)},
     )
     await outcomes.payment_status_changed(session, payment, previous=previous)
     return True
 
 
 def _set_failure(payment: Payment, error: PaymentError | None) -> None:
-    payment.failure_code = error.code if error else None
-    payment.failure_decline_code = error.decline_code if error else None
-    payment.failure_message = error.message if error else None
+    """The failure as it is told (`declines.public_failure`), and Stripe's real reason beside
+    it for operators."""
+    told = declines.public_failure(error) if error else None
+    payment.failure_code = told.code if told else None
+    payment.failure_decline_code = told.decline_code if told else None
+    payment.failure_message = told.message if told else None
+    payment.stripe_decline_code = error.decline_code if error else None
+
+
+def _failure_details(payment: Payment) -> dict[str, str | None]:
+    """The audit record's view of a failure: operators see Stripe's real reason."""
+    return {
+        "code": payment.failure_code,
+        "decline_code": payment.failure_decline_code,
+        "stripe_decline_code": payment.stripe_decline_code,
+    }

@@ -66,6 +66,10 @@ def payment_view(
         "updated_at": _time(payment.updated_at),
     }
     if operator:
+        if failure is not None:
+            # Stripe's real reason, which the customer is told as generic_decline when it
+            # would help a card tester.
+            failure["stripe_decline_code"] = payment.stripe_decline_code
         view["user_id"] = payment.user_id
         view["audit"] = [
             {

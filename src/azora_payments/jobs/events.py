@@ -14,7 +14,7 @@ from azora_payments.config import Settings
 from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.domain import events, reconcile
+from azora_payments.domain import declines, events, reconcile
 from azora_payments.jobs.queue import enqueue
 from azora_payments.jobs.registry import JobContext, job_kind, scheduled_job
 from azora_payments.logs import log_fields
@@ -31,7 +31,10 @@ APPLY_MAX_ATTEMPTS = 15
 async def apply_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     event_id = str(payload["event_id"])
     try:
-        await events.apply_recorded(ctx.services.db, event_id)
+        # A decline Stripe reports by webhook counts against the limits like one it answers.
+        with declines.collecting() as recorded:
+            await events.apply_recorded(ctx.services.db, event_id)
+        await ctx.services.declines.count(recorded)
     except Exception as exc:
         await events.note_failure(
             ctx.services.db,
@@ -44,7 +47,9 @@ async def apply_event(ctx: JobContext, payload: dict[str, Any]) -> None:
 
 @scheduled_job("stripe.reconcile", every=timedelta(minutes=5), timeout=240.0)
 async def reconcile_with_stripe(ctx: JobContext, payload: dict[str, Any]) -> None:
-    report = await reconcile.reconcile(ctx.services)
+    with declines.collecting() as recorded:
+        report = await reconcile.reconcile(ctx.services)
+    await ctx.services.declines.count(recorded)
     for line in report.changes:
         logger.info("reconciled", extra=log_fields(job_id=ctx.job_id, change=line))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from azora_payments.jobs import (
     cleanup,
+    declines,
     events,
     idempotency,
     intents,
@@ -13,4 +14,4 @@ from azora_payments.jobs import (
 )
 
 # Add a line per handler module (receipts, mail, notifications, webhook events, reconciliation).
-MODULES = (cleanup, idempotency, events, intents, notifications, receipts, refunds)
+MODULES = (cleanup, declines, idempotency, events, intents, notifications, receipts, refunds)

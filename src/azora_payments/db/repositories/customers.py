@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Customer
@@ -30,3 +30,15 @@ async def user_of(session: AsyncSession, stripe_customer_id: str) -> str | None:
         select(Customer.user_id).where(Customer.stripe_customer_id == stripe_customer_id)
     )
     return result
+
+
+async def next_default_method_version(session: AsyncSession, user_id: str) -> int:
+    """Number the next change of the user's default card (1, 2, …), never the same twice."""
+    version: int | None = await session.scalar(
+        update(Customer)
+        .where(Customer.user_id == user_id)
+        .values(default_method_version=Customer.default_method_version + 1)
+        .returning(Customer.default_method_version)
+    )
+    assert version is not None, "the customer exists before its default card is set"
+    return version

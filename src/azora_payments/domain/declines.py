@@ -1,0 +1,255 @@
+"""Card-testing defence: what a decline is told as, and how many declines stop new attempts.
+
+A card tester sends many cards through one account to learn which are live and which are
+flagged. Two answers to that (API.md, Payments):
+
+- The reasons that would teach them something (`stolen_card`, `fraudulent`, …) are told to the
+  customer and the product as `generic_decline`; the real one is kept for operators
+  (`payments.stripe_decline_code`, the audit log).
+- Every decline Stripe reports (in its answer or by webhook) is recorded once, in the
+  transaction that learns it, against the user, the card's fingerprint and the client address.
+  A new attempt is refused with `429` before Stripe is called once any of the three reached its
+  `RATE_LIMIT_DECLINES_*`.
+
+The counts are kept in Redis (a `limits` moving window) when there is one. They never fail
+open: when Redis does not answer, the database's record of declines is counted instead, and a
+process that saw Redis fail keeps counting in the database for one window, as the declines
+recorded meanwhile never reached Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from azora_payments.config import Settings
+from azora_payments.db.models import Payment
+from azora_payments.db.repositories import declines as declines_repo
+from azora_payments.db.session import Database
+from azora_payments.db.types import utcnow
+from azora_payments.errors import RateLimited
+from azora_payments.ratelimit import close_storage, redis_storage
+from azora_payments.stripe_gateway import DEFAULT_CARD_MESSAGE, PaymentError
+
+logger = logging.getLogger(__name__)
+
+GENERIC_DECLINE = "generic_decline"
+
+# Stripe's decline codes whose very name tells a card tester something about the card: that it
+# is flagged (lost, stolen, fraud, blocked by the issuer or the network) or that it is real and
+# live but stopped by its holder or replaced. Stripe's own advice for the first seven is "don't
+# report more detailed information to your customer: present as generic_decline".
+MASKED_DECLINE_CODES = frozenset(
+    {
+        "fraudulent",
+        "lost_card",
+        "merchant_blacklist",
+        "pickup_card",
+        "restricted_card",
+        "security_violation",
+        "stolen_card",
+        "invalid_account",
+        "new_account_information_available",
+        "revocation_of_all_authorizations",
+        "revocation_of_authorization",
+        "stop_payment_order",
+    }
+)
+
+# Stripe's error codes for a card that was tried and refused: what the limits count. (Stripe's
+# refusals of the request itself, failed 3-D Secure and outages are not declines.)
+DECLINE_ERROR_CODES = frozenset(
+    {
+        "card_declined",
+        "expired_card",
+        "incorrect_cvc",
+        "invalid_cvc",
+        "incorrect_number",
+        "invalid_number",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "incorrect_zip",
+        "insufficient_funds",
+        "card_velocity_exceeded",
+        "processing_error",
+    }
+)
+
+
+def public_failure(error: PaymentError) -> PaymentError:
+    """The failure as the customer and the product are told it."""
+    if error.decline_code in MASKED_DECLINE_CODES:
+        return PaymentError("card_declined", GENERIC_DECLINE, DEFAULT_CARD_MESSAGE)
+    return PaymentError(error.code, error.decline_code, error.message)
+
+
+def is_decline(error: PaymentError) -> bool:
+    return error.decline_code is not None or error.code in DECLINE_ERROR_CODES
+
+
+# ------------------------------------------------------------------ recording
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """What one decline counts against (any of the three may be unknown)."""
+
+    user_id: str
+    card_fingerprint: str | None
+    client_ip: str | None
+
+    def counted_against(self) -> list[tuple[str, str]]:
+        found = [("user", self.user_id), ("card", self.card_fingerprint), ("ip", self.client_ip)]
+        return [(name, value) for name, value in found if value]
+
+
+# Declines recorded in this task (in transactions that may yet commit): the boundary that
+# commits them counts them in Redis afterwards (see `collecting`).
+_recorded: ContextVar[list[Decline] | None] = ContextVar("azora_declines", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[list[Decline]]:
+    """Collect the declines recorded within; count them (`DeclineLimits.count`) once the
+    transaction that recorded them committed."""
+    found: list[Decline] = []
+    token = _recorded.set(found)
+    try:
+        yield found
+    finally:
+        _recorded.reset(token)
+
+
+async def record(session: AsyncSession, payment: Payment, error: PaymentError) -> bool:
+    """Record one decline of `payment` in the caller's transaction, once per failed charge;
+    True when it was new. Not a decline (a refusal, failed authentication): nothing."""
+    if not is_decline(error):
+        return False
+    decline = Decline(
+        user_id=payment.user_id,
+        # A card tried again in Stripe.js is another card than the payment's first.
+        card_fingerprint=error.card_fingerprint or payment.card_fingerprint,
+        client_ip=payment.client_ip,
+    )
+    source = f"charge:{error.charge}" if error.charge else f"payment:{payment.id}"
+    inserted = await declines_repo.insert_if_absent(
+        session,
+        {
+            "source": source,
+            "at": utcnow(),
+            "user_id": decline.user_id,
+            "card_fingerprint": decline.card_fingerprint,
+            "client_ip": decline.client_ip,
+            "payment_id": payment.id,
+            "stripe_decline_code": error.decline_code,
+        },
+    )
+    bucket = _recorded.get()
+    if inserted and bucket is not None:
+        bucket.append(decline)
+    return inserted
+
+
+# ------------------------------------------------------------------ limiting
+
+_NAMESPACE = "azora-declines"
+
+
+class DeclineLimits:
+    def __init__(self, *, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.items: dict[str, RateLimitItem] = {
+            "user": parse(settings.rate_limit_declines_user),
+            "card": parse(settings.rate_limit_declines_card),
+            "ip": parse(settings.rate_limit_declines_ip),
+        }
+        self._storage: Storage | None = (
+            redis_storage(settings.redis_url) if settings.redis_url else None
+        )
+        self._limiter = MovingWindowRateLimiter(self._storage) if self._storage else None
+        self._longest = max(item.get_expiry() for item in self.items.values())
+        self._database_until = 0.0
+
+    async def close(self) -> None:
+        if self._storage is not None:
+            await close_storage(self._storage)
+
+    async def check(
+        self, *, user_id: str | None = None, card: str | None = None, ip: str | None = None
+    ) -> None:
+        """`RateLimited` if any of the given keys has had as many declines as its limit."""
+        keys = [(n, v) for n, v in (("user", user_id), ("card", card), ("ip", ip)) if v]
+        if not keys:
+            return
+        if self._limiter is not None and time.monotonic() >= self._database_until:
+            try:
+                await self._check_redis(self._limiter, keys)
+                return
+            except RateLimited:
+                raise
+            except Exception:
+                self._redis_failed("checking")
+        await self._check_database(keys)
+
+    async def count(self, declines: list[Decline]) -> None:
+        """Count committed declines in Redis (the database has them already)."""
+        if self._limiter is None or not declines:
+            return
+        try:
+            for decline in declines:
+                for name, value in decline.counted_against():
+                    await self._limiter.hit(self.items[name], _NAMESPACE, name, value)
+        except Exception:
+            self._redis_failed("counting")
+
+    def _redis_failed(self, doing: str) -> None:
+        # Declines recorded while Redis is away are only in the database: count there until
+        # they have aged out of every window.
+        self._database_until = time.monotonic() + self._longest
+        logger.warning("redis unavailable while %s declines: counting in the database", doing)
+
+    async def _check_redis(
+        self, limiter: MovingWindowRateLimiter, keys: list[tuple[str, str]]
+    ) -> None:
+        for name, value in keys:
+            item = self.items[name]
+            if not await limiter.test(item, _NAMESPACE, name, value):
+                stats = await limiter.get_window_stats(item, _NAMESPACE, name, value)
+                raise _limited(name, math.ceil(stats.reset_time - time.time()))
+
+    async def _check_database(self, keys: list[tuple[str, str]]) -> None:
+        now = utcnow()
+        async with self.db.read() as session:
+            for name, value in keys:
+                item = self.items[name]
+                window = timedelta(seconds=item.get_expiry())
+                at = await declines_repo.nth_newest_since(
+                    session, by=name, value=value, since=now - window, n=item.amount
+                )
+                if at is not None:
+                    raise _limited(name, math.ceil((at + window - now).total_seconds()))
+
+    async def purge(self) -> int:
+        """Forget declines older than every window."""
+        cutoff = utcnow() - timedelta(seconds=self._longest)
+        async with self.db.transaction() as session:
+            return await declines_repo.delete_older_than(session, cutoff)
+
+
+def _limited(name: str, retry_after: int) -> RateLimited:
+    logger.warning("payment attempts refused: too many declines", extra={"limit": name})
+    return RateLimited(
+        retry_after,
+        "Too many declined payments. Please wait before trying again.",
+    )
