@@ -740,6 +740,8 @@ async def test_k_a_slow_stripe_answers_for_real_after_the_delay(
     customer = await client.v1.customers.create_async(params={"email": "slow@example.com"})
     assert time.monotonic() - started >= 0.3
     assert (await client.v1.customers.retrieve_async(customer.id)).email == "slow@example.com"
+
+
 async def test_k_a_fault_may_answer_a_body_of_its_own(
     client: stripe.StripeClient, http: httpx.AsyncClient
 ) -> None:
