@@ -294,3 +294,129 @@ async def test_no_schedule_charges_twice_or_charges_what_was_told_failed(
             )
         assert key is not None, w.log
         assert key.response_body == last.text, w.log
+
+
+# ---------------------------------------------------------------- giving up, and Stripe winning
+
+
+async def give_up_pass(services: Services) -> reconcile.Report:
+    """Reconciliation's payment step alone, an hour on (every unsettled payment is stale)."""
+    report = reconcile.Report()
+    now = utcnow() + timedelta(hours=1)
+    await reconcile.settle_stale_payments(
+        services, report=report, older_than=now - timedelta(minutes=15), now=now
+    )
+    return report
+
+
+async def unreachable(api: httpx.AsyncClient, base: str, headers: dict[str, str]) -> str:
+    await emulator_faults(base, method="POST", path="^/v1/payment_intents$", status=503, times=2)
+    try:
+        down = await api.post(PROCESS, json=payment_body(), headers=headers)
+    finally:
+        await emulator_clear_faults(base)
+    assert down.status_code == 503, down.text
+    return str(down.json()["payment_id"])
+
+
+async def test_stripe_taking_the_money_overturns_a_given_up_payment(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """Given up (409 stored), then Stripe reports the charge after all: the payment succeeds,
+    the key's stored answer becomes the 201, an audit record and payment.succeeded say so."""
+    from tests.test_intents_closed import audited, deliver_events_of, told
+
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
+    payment_id = await unreachable(api, stripe_emulator, headers)
+    report = await give_up_pass(stripe_services)
+    assert f"{payment_id}: processing -> failed (no PaymentIntent at Stripe)" in report.changes
+    given_up = await api.post(PROCESS, json=payment_body(), headers=headers)
+    assert (given_up.status_code, given_up.json()["code"]) == (409, "payment_failed")
+
+    # The lost request's call reaches Stripe after all (same Stripe idempotency key).
+    async with stripe_services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+    assert row is not None
+    late = await stripe_services.stripe.create_payment_intent(
+        payment_id=row.id,
+        user_id=row.user_id,
+        amount=row.amount,
+        currency=row.currency,
+        customer_id=row.stripe_customer_id or "",
+        payment_method_id="pm_card_visa",
+        description=row.description,
+        metadata=dict(row.metadata_),
+        receipt_email=None,
+        save_payment_method=False,
+        idempotency_key=f"azora:pi:{row.id}",
+    )
+    assert late.status == "succeeded"
+    assert await deliver_events_of(stripe_services, stripe_emulator, late.id) >= 1
+
+    overturned = await api.post(PROCESS, json=payment_body(), headers=headers)
+    assert overturned.status_code == 201, overturned.text
+    assert overturned.headers["idempotent-replayed"] == "true"
+    assert (overturned.json()["status"], overturned.json()["stripe_payment_intent_id"]) == (
+        "succeeded",
+        late.id,
+    )
+    assert "payment.failure_overturned" in await audited(stripe_services, payment_id)
+    assert (await told(stripe_services, payment_id))[-1] == "payment.succeeded"
+    assert "payment.failed" in await told(stripe_services, payment_id)
+
+
+async def test_an_unconfirmed_intent_found_is_canceled_and_the_payment_given_up(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """Stripe holds an intent for the payment that never got confirmed: reconciliation cancels
+    it before giving up, so nothing can be charged on it afterwards."""
+    from tests.test_intents_closed import at_stripe, intent
+
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
+    payment_id = await unreachable(api, stripe_emulator, headers)
+    async with stripe_services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+    assert row is not None
+    made = await at_stripe(
+        stripe_emulator,
+        "POST",
+        "/v1/payment_intents",
+        amount=str(row.amount),
+        currency=row.currency,
+        customer=row.stripe_customer_id or "",
+        **{"metadata[azora_payment_id]": row.id, "metadata[azora_user_id]": user},
+    )
+    assert made.status_code == 200, made.text
+    unconfirmed = made.json()
+    assert unconfirmed["status"] == "requires_payment_method"
+
+    report = await give_up_pass(stripe_services)
+    assert f"{payment_id}: processing -> failed (intent canceled)" in report.changes
+    assert (await intent(stripe_emulator, unconfirmed["id"]))["status"] == "canceled"
+    answer = await api.post(PROCESS, json=payment_body(), headers=headers)
+    assert (answer.status_code, answer.json()["code"]) == (409, "payment_failed")
+    assert answer.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_retry_holding_the_key_is_never_raced(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """While a request holds the payment's key, reconciliation leaves the payment alone."""
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
+    payment_id = await unreachable(api, stripe_emulator, headers)
+    async with stripe_services.db.transaction() as session:
+        key = await session.scalar(
+            select(IdempotencyKey).where(IdempotencyKey.payment_id == payment_id)
+        )
+        assert key is not None
+        key.locked_at = utcnow()
+    report = await give_up_pass(stripe_services)
+    assert report.deferred == 1
+    assert report.changes == []
+    async with stripe_services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+    assert row is not None
+    assert row.status == "processing"

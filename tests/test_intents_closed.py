@@ -205,3 +205,64 @@ async def test_abandoned_three_d_secure_is_canceled_after_the_setting(
     ] == "requires_action"
     seen = (await api.get(f"/api/payments/{abandoned['id']}", headers=buyer.headers)).json()
     assert (seen["status"], seen["client_secret"]) == ("canceled", None)
+
+
+async def test_stripe_down_when_closing_leaves_it_to_the_queue(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """The 402 does not wait on Stripe being up: the job queued with the failure closes it."""
+    from tests.conftest import emulator_clear_faults, emulator_faults
+
+    await emulator_faults(
+        stripe_emulator,
+        method="POST",
+        path="^/v1/payment_intents/[^/]+/cancel$",
+        status=503,
+        times=2,
+    )
+    try:
+        declined = await api.post(
+            PROCESS,
+            json=payment_body(payment_method_id="pm_card_chargeDeclined"),
+            headers=Buyer().with_key(),
+        )
+    finally:
+        await emulator_clear_faults(stripe_emulator)
+    assert declined.status_code == 402, declined.text
+    payment = await payment_row(stripe_services, declined.json()["payment_id"])
+    assert payment.stripe_payment_intent_id is not None
+    still_open = await intent(stripe_emulator, payment.stripe_payment_intent_id)
+    assert still_open["status"] == "requires_payment_method"
+    assert await run_jobs(stripe_services, CLOSE_INTENT) == 1
+    assert (await intent(stripe_emulator, payment.stripe_payment_intent_id))["status"] == "canceled"
+
+
+async def test_expiry_skips_what_stripe_will_not_cancel_now(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """Stripe down, or the intent moved on just before the cancel: the payment is left as
+    Stripe has it, and the next run tries again."""
+    from tests.conftest import emulator_clear_faults, emulator_faults
+
+    buyer = Buyer()
+    body = payment_body(payment_method_id="pm_card_threeDSecure2Required")
+    waiting = (await api.post(PROCESS, json=body, headers=buyer.with_key())).json()
+    async with stripe_services.db.transaction() as session:
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == waiting["id"])
+            .values(updated_at=utcnow() - timedelta(hours=30))
+        )
+    cancel = "^/v1/payment_intents/[^/]+/cancel$"
+    for refusal in (
+        {"status": 503, "times": 2},
+        {"status": 400, "code": "payment_intent_unexpected_state"},
+    ):
+        await emulator_faults(stripe_emulator, method="POST", path=cancel, **refusal)
+        try:
+            await expire(stripe_services)
+        finally:
+            await emulator_clear_faults(stripe_emulator)
+        assert (await payment_row(stripe_services, waiting["id"])).status == "requires_action"
+    await expire(stripe_services)
+    assert (await payment_row(stripe_services, waiting["id"])).status == "canceled"

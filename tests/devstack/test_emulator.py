@@ -764,6 +764,88 @@ async def test_k_data_reset_clears_idempotency_and_faults(http: httpx.AsyncClien
     assert "Idempotent-Replayed" not in again.headers
 
 
+async def test_k_refusals_on_demand_carry_stripes_code(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    pi = await paid_intent(client)
+    await fault(http, method="POST", path="^/v1/refunds$", status=400, code="balance_insufficient")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.refunds.create_async(params={"payment_intent": pi.id, "amount": 10})
+    assert (raised.value.http_status, raised.value.code) == (400, "balance_insufficient")
+    await fault(
+        http,
+        method="POST",
+        path="^/v1/payment_intents/[^/]+/cancel$",
+        status=400,
+        code="payment_intent_unexpected_state",
+    )
+    waiting = await client.v1.payment_intents.create_async(
+        params={"amount": 300, "currency": "eur"}
+    )
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await client.v1.payment_intents.cancel_async(waiting.id)
+    assert refused.value.code == "payment_intent_unexpected_state"
+    # Refused before any work: the intent is as it was, and a later cancel goes through.
+    assert (await client.v1.payment_intents.retrieve_async(waiting.id)).status != "canceled"
+    assert (await client.v1.payment_intents.cancel_async(waiting.id)).status == "canceled"
+
+
+# --------------------------------------------------------------------------- m
+
+
+async def test_m_search_by_metadata_customer_and_status(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    customer = await client.v1.customers.create_async(params={"email": "m@example.com"})
+    made = [
+        await client.v1.payment_intents.create_async(
+            params={
+                "amount": 100 + i,
+                "currency": "eur",
+                "customer": customer.id,
+                "metadata": {"order": "o1" if i < 2 else "o2"},
+            }
+        )
+        for i in range(3)
+    ]
+    found = await client.v1.payment_intents.search_async(params={"query": "metadata['order']:'o1'"})
+    assert [p.id for p in found.data] == [made[1].id, made[0].id]  # newest first
+    both = await client.v1.payment_intents.search_async(
+        params={
+            "query": f"customer:'{customer.id}' AND status:'requires_payment_method'",
+            "limit": 2,
+        }
+    )
+    assert [p.id for p in both.data] == [made[2].id, made[1].id]
+    assert both.has_more is False
+    none = await client.v1.payment_intents.search_async(params={"query": "metadata['order']:'x'"})
+    assert none.data == []
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.payment_intents.search_async(params={"query": "amount>10"})
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.payment_intents.search_async(
+            params={"query": "metadata['order']:'o1'", "limit": 500}
+        )
+
+
+async def test_m_search_lags_like_stripes_index(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    pi = await client.v1.payment_intents.create_async(
+        params={"amount": 100, "currency": "eur", "metadata": {"order": "lag"}}
+    )
+    query: Any = {"query": "metadata['order']:'lag'"}
+    assert (await http.post("/_azora/search", json={"lag": 60})).json() == {"lag": 60.0}
+    assert (await client.v1.payment_intents.search_async(params=query)).data == []
+    # The list has no lag.
+    assert pi.id in [p.id for p in (await client.v1.payment_intents.list_async()).data]
+    assert (await http.post("/_azora/search", json={})).status_code == 400
+    await http.post("/_azora/search", json={"lag": 0})
+    assert [p.id for p in (await client.v1.payment_intents.search_async(params=query)).data] == [
+        pi.id
+    ]
+
+
 # --------------------------------------------------------------------------- l
 
 

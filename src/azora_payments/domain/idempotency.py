@@ -184,16 +184,7 @@ class IdempotencyKeys:
                 return None
             if row.locked_at is not None:
                 logger.warning("idempotency key %s: lock expired, resuming", row.id)
-            row.locked_at = now
-            row.last_run_at = now
-            return Held(
-                key_id=row.id,
-                recovery_point=row.recovery_point,
-                lock=now,
-                payment_id=row.payment_id,
-                refund_id=row.refund_id,
-                created_at=row.created_at,
-            )
+            return _hold(row, now)
 
     async def take_over(
         self, *, payment_id: str | None = None, refund_id: str | None = None
@@ -211,15 +202,7 @@ class IdempotencyKeys:
                 return Stored(row.response_status, row.response_body or "{}")
             if row.locked_at is not None and not self._expired(row.locked_at):
                 raise KeyBusy(f"idempotency key {row.id} is held")
-            row.locked_at = now
-            row.last_run_at = now
-            return Held(
-                key_id=row.id,
-                recovery_point=row.recovery_point,
-                lock=now,
-                payment_id=row.payment_id,
-                refund_id=row.refund_id,
-            )
+            return _hold(row, now)
 
     async def _owned(self, session: Any, held: Held) -> IdempotencyKey | None:
         row = await keys_repo.get_by_id(session, held.key_id)
@@ -378,6 +361,20 @@ def _start_afresh(
     row.locked_at = now
     row.created_at = now
     row.last_run_at = now
+
+
+def _hold(row: IdempotencyKey, now: datetime) -> Held:
+    """Lock a key row (in the caller's transaction) for this attempt."""
+    row.locked_at = now
+    row.last_run_at = now
+    return Held(
+        key_id=row.id,
+        recovery_point=row.recovery_point,
+        lock=now,
+        payment_id=row.payment_id,
+        refund_id=row.refund_id,
+        created_at=row.created_at,
+    )
 
 
 def _redis_key(user_id: str, key: str) -> str:
