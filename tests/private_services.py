@@ -157,3 +157,85 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+REQUIRE_PACKAGES = os.environ.get("AZORA_REQUIRE_PACKAGES") == "1"
+
+
+def require_package(path: str | None, package: str) -> str:
+    """A Debian package's program: skipped plainly where missing, failed in CI
+    (AZORA_REQUIRE_PACKAGES=1, where .ci/run has installed it)."""
+    if path:
+        return path
+    if REQUIRE_PACKAGES:
+        pytest.fail(f"the Debian package {package} is required (AZORA_REQUIRE_PACKAGES=1)")
+    pytest.skip(f"the Debian package {package} is not installed: this test was skipped")
+
+
+class PgBouncer:
+    """PgBouncer in transaction mode on a free port, in front of one PostgreSQL database."""
+
+    def __init__(self, target_url: str, *, pool_size: int = 3) -> None:
+        from urllib.parse import urlsplit
+
+        self.binary = require_package(
+            shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer"), "pgbouncer"
+        )
+        target = urlsplit(target_url)
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="azora-pgbouncer-"))
+        self.ini = self.root / "pgbouncer.ini"
+        self.ini.write_text(
+            "[databases]\n"
+            f"azora = host={target.hostname} port={target.port or 5432}"
+            f" dbname={target.path.lstrip('/')} user={target.username or 'postgres'}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            "auth_type = any\npool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmin_pool_size = 0\nmax_client_conn = 500\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+            "ignore_startup_parameters = extra_float_digits,search_path\n"
+        )
+        # PgBouncer will not run as root.
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+            shutil.chown(self.ini, "postgres", "postgres")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/azora"
+
+    def start(self) -> None:
+        import socket
+
+        cmd = [self.binary, str(self.ini)]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.root / "pgbouncer.log").read_text(errors="replace")
+                raise RuntimeError(f"pgbouncer exited {self.proc.returncode}:\n{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("pgbouncer did not start")
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -40,3 +40,32 @@ async def test_metrics_report_the_queue_from_the_database(
     body = (await client.get("/metrics")).text
     assert 'azora_job_queue_depth{kind="jobs.cleanup"} 1.0' in body
     assert "azora_job_oldest_ready_age_seconds" in body
+
+
+async def test_metrics_report_the_webhook_backlog_from_the_database(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    from datetime import timedelta
+
+    from azora_payments.db.models import WebhookEvent
+    from azora_payments.db.types import utcnow
+
+    now = utcnow()
+    async with services.db.transaction() as session:
+        for n, (status, age) in enumerate([("parked", 10), ("received", 120), ("applied", 900)]):
+            session.add(
+                WebhookEvent(
+                    id=f"evt_backlog_{n}",
+                    type="payment_intent.succeeded",
+                    stripe_created=now,
+                    payload={},
+                    status=status,
+                    received_at=now - timedelta(seconds=age),
+                )
+            )
+    body = (await client.get("/metrics")).text
+    assert "azora_webhook_events_parked 1.0" in body
+    (lag,) = [
+        line for line in body.splitlines() if line.startswith("azora_webhook_oldest_unapplied")
+    ]
+    assert 119 <= float(lag.split()[-1]) < 300

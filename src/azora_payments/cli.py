@@ -26,7 +26,7 @@ def _require_current_schema(settings: Settings) -> None:
     from azora_payments.db.session import create_engine
 
     async def check() -> bool:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, pooler=settings.database_pooler)
         try:
             return await schema_is_current(engine)
         finally:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/azora-payments.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # `pgbouncer`: DATABASE_URL is a PgBouncer in transaction mode (no prepared statements kept).
+    database_pooler: Literal["none", "pgbouncer"] = "none"
     redis_url: str | None = None
 
     stripe_secret_key: str | None = None

@@ -38,3 +38,13 @@ REDIS_BREAKER_OPEN = Gauge(
     "1 while this process skips Redis after a failure",
     multiprocess_mode="livemax",
 )
+WEBHOOK_PARKED = Gauge(
+    "azora_webhook_events_parked",
+    "Stripe events that failed every attempt to apply them",
+    multiprocess_mode="livemax",
+)
+WEBHOOK_OLDEST_UNAPPLIED_AGE = Gauge(
+    "azora_webhook_oldest_unapplied_age_seconds",
+    "Age of the oldest recorded Stripe event not applied yet",
+    multiprocess_mode="livemax",
+)

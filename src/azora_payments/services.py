@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pooler=settings.database_pooler,
+        )
         # One breaker for every Redis user in the process: whoever sees Redis fail first saves
         # the others the wait.
         self.redis_breaker = Breaker()

@@ -17,6 +17,8 @@ from tests.conftest import bearer, make_token
 from tests.faults.load import Load, Paid, Snapshot, Tally, check_invariants
 from tests.faults.stack import Stack
 
+pytestmark = pytest.mark.faults
+
 Fault = Callable[[Stack, Tally], Awaitable[int]]
 
 # The load runs this long before the fault and after it heals (tolerant of a slow machine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -50,7 +51,32 @@ def sqlite_path(url: str) -> str | None:
     return path or None
 
 
-def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+POOLERS = ("none", "pgbouncer")
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
+def pooler_connect_args(pooler: str) -> dict[str, Any]:
+    """asyncpg's arguments for a connection pooler in transaction mode (PgBouncer before 1.21
+    keeps no prepared statements): no statement caches, asyncpg's or SQLAlchemy's, and a name
+    of its own for every statement, so that one never meets another client's of the same name
+    on a shared server connection."""
+    if pooler == "none":
+        return {}
+    if pooler != "pgbouncer":
+        raise ValueError(f"unknown pooler {pooler!r}: one of {', '.join(POOLERS)}")
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, pooler: str = "none", **kwargs: Any
+) -> AsyncEngine:
     url = async_url(url)
     if url.startswith("sqlite"):
         path = sqlite_path(url)
@@ -61,6 +87,9 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         engine = create_async_engine(url, poolclass=NullPool, **kwargs)
         _configure_sqlite(engine)
         return engine
+    connect_args = pooler_connect_args(pooler)
+    if connect_args:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **connect_args}
     # Up to twice `pool_size` connections, as before, but all of them kept once opened: an
     # overflow connection closed at check-in is reopened at the next burst, and opening one
     # costs more than a dozen queries (TLS probe, start-up, type introspection).
@@ -161,12 +190,16 @@ def is_unavailable(exc: BaseException) -> bool:
 class Database:
     """The engine and a session factory; `transaction()` is the unit of work boundary."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, echo: bool = False, pooler: str = "none"
+    ) -> None:
         self.url = async_url(url)
-        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.engine = create_engine(url, pool_size=pool_size, echo=echo, pooler=pooler)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         read_engine = self.engine.execution_options(**{READ_ONLY: True})
-        if self.engine.dialect.name == "postgresql":
+        if self.engine.dialect.name == "postgresql" and pooler == "none":
+            # (Not through a transaction pooler: outside a transaction, a statement's prepare
+            # and its execution may be given different server connections.)
             # At READ COMMITTED, PostgreSQL's default and ours, every statement takes its own
             # snapshot inside a transaction too: a read loses nothing without BEGIN and COMMIT,
             # and saves their two round trips.

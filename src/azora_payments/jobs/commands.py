@@ -82,7 +82,7 @@ def list_jobs(
     out: TextIO = sys.stdout,
 ) -> int:
     async def fetch() -> list[tuple[int, str, str, int, int, str, str]]:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, pooler=settings.database_pooler)
         try:
             async with db.read() as session:
                 rows = await jobs_repo.list_jobs(session, status=status, kind=kind, limit=limit)
@@ -127,7 +127,7 @@ def retry_jobs(
     err: TextIO = sys.stderr,
 ) -> int:
     async def retry() -> list[int]:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, pooler=settings.database_pooler)
         try:
             async with db.transaction() as session:
                 return await jobs_repo.retry_dead(

@@ -75,7 +75,7 @@ def list_command(
     settings: Settings, *, status: str | None, limit: int, out: TextIO = sys.stdout
 ) -> int:
     async def fetch() -> list[tuple[str, str, str, str, int, str, str]]:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, pooler=settings.database_pooler)
         try:
             async with db.transaction() as session:
                 rows = await events_repo.listing(session, status=status, limit=limit)
@@ -119,7 +119,7 @@ def replay_command(
     applied event changes nothing."""
 
     async def replay() -> tuple[list[str], list[str]]:
-        db = Database(settings.database_url, pool_size=1)
+        db = Database(settings.database_url, pool_size=1, pooler=settings.database_pooler)
         done: list[str] = []
         missing: list[str] = []
         try:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments import metrics
+from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
@@ -68,12 +69,16 @@ async def enqueue(
 
 
 async def refresh_gauges(db: Database, *, known: Iterable[str] = ()) -> set[str]:
-    """Set the queue gauges (depth and dead jobs by kind, age of the oldest due job) from the
-    database, for the worker and for the API's /metrics alike; the kinds seen, to keep
-    reporting zeros for them."""
+    """Set the queue gauges (depth and dead jobs by kind, age of the oldest due job) and the
+    webhook backlog's (parked events, age of the oldest unapplied one) from the database, for
+    the worker and for the API's /metrics alike; the kinds seen, to keep reporting zeros."""
     now = utcnow()
     async with db.read() as session:
         stats = await jobs_repo.stats(session, now=now)
+        parked, oldest_event = await events_repo.backlog(session)
+    metrics.WEBHOOK_PARKED.set(parked)
+    lag = (now - oldest_event).total_seconds() if oldest_event else 0.0
+    metrics.WEBHOOK_OLDEST_UNAPPLIED_AGE.set(max(0.0, lag))
     names = set(known) | set(stats.ready_by_kind) | set(stats.dead_by_kind)
     for name in names:
         metrics.JOB_QUEUE_DEPTH.labels(name).set(stats.ready_by_kind.get(name, 0))

@@ -161,3 +161,14 @@ async def payment_by_charge(
         query = query.with_for_update()
     result: Payment | None = (await session.scalars(query)).first()
     return result
+
+
+async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many events are parked, and when the oldest not yet applied was received."""
+    parked = await session.scalar(
+        select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == PARKED)
+    )
+    oldest = await session.scalar(
+        select(func.min(WebhookEvent.received_at)).where(WebhookEvent.status == RECEIVED)
+    )
+    return int(parked or 0), oldest
