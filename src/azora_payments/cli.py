@@ -45,12 +45,28 @@ def _require_current_schema(settings: Settings) -> None:
         raise SystemExit(1)
 
 
+def _require_receipt_storage(settings: Settings) -> None:
+    """A bucket that does not exist (or refuses these credentials) stops start-up in one line,
+    rather than every receipt job failing later."""
+    from azora_payments.storage import StorageUnavailable, storage_for
+
+    storage = storage_for(settings.receipt_storage)
+    if storage is None:
+        return
+    try:
+        asyncio.run(storage.check())
+    except StorageUnavailable as exc:
+        print(f"azora-payments: RECEIPT_STORAGE: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
     configure_logging(settings.log_level)
     _require_current_schema(settings)
+    _require_receipt_storage(settings)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker process counts on its own; /metrics adds them up from this folder.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="azora-metrics-")
@@ -85,6 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_level)
     _require_current_schema(settings)
+    _require_receipt_storage(settings)
     return commands.worker(
         settings,
         modules=args.imports,

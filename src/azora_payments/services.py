@@ -12,6 +12,7 @@ from azora_payments.config import Settings
 from azora_payments.db.session import Database
 from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.ratelimit import RateLimiter
+from azora_payments.storage import storage_for
 from azora_payments.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Services:
         self.verifier = TokenVerifier(settings)
         self.limiter = RateLimiter(settings.redis_url)
         self.stripe = StripeGateway(settings)
+        # One client for the process: obstore's S3 client keeps its connections.
+        self.storage = storage_for(settings.receipt_storage)
         self.idempotency = IdempotencyKeys(
             db=self.db,
             redis=self.redis,
