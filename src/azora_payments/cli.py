@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -57,7 +58,15 @@ def _require_receipt_storage(settings: Settings) -> None:
         asyncio.run(storage.check())
     except StorageUnavailable as exc:
         print(f"azora-payments: RECEIPT_STORAGE: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        failed = True
+    else:
+        failed = False
+    # obstore's client must go before the interpreter's shutdown, or its runtime aborts the
+    # process: the failed request's traceback keeps it alive in a reference cycle.
+    del storage
+    gc.collect()
+    if failed:
+        raise SystemExit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
