@@ -79,14 +79,14 @@ def test_unchargeable_amounts(amount: int, currency: str, why: str) -> None:
         (123456789, "usd", "$1,234,567.89"),
         (500, "jpy", "¥500"),
         (1234567, "JPY", "¥1,234,567"),
-        (1500, "bhd", "BHD 1.500"),
-        (5, "kwd", "KWD 0.005"),
+        (1500, "bhd", "BHD\u00a01.500"),
+        (5, "kwd", "KWD\u00a00.005"),
         (999, "eur", "€9.99"),
-        (2000, "chf", "CHF 20.00"),
-        (2000, "sek", "SEK 20.00"),
+        (2000, "chf", "CHF\u00a020.00"),
+        (2000, "sek", "SEK\u00a020.00"),
         (100, "krw", "₩100"),
         (-2000, "usd", "-$20.00"),
-        (-1500, "bhd", "-BHD 1.500"),
+        (-1500, "bhd", "-BHD\u00a01.500"),
         (-1, "jpy", "-¥1"),
         (0, "gbp", "£0.00"),
     ],
@@ -95,9 +95,30 @@ def test_formatting(amount: int, currency: str, text: str) -> None:
     assert format_amount(amount, currency) == text
 
 
-def test_formatting_without_symbol_and_money_str() -> None:
-    assert format_amount(2000, "usd", symbol=False) == "USD 20.00"
+# CLDR's currency formats for a zero-, a two- and a three-decimal currency in three locales
+# (no-break spaces as CLDR writes them: U+00A0, and U+202F as French groups digits).
+@pytest.mark.parametrize(
+    ("locale", "jpy", "eur", "inr", "kwd"),
+    [
+        ("en", "¥500", "€25.00", "₹1,234.50", "KWD\u00a01.000"),
+        ("fr", "500\u00a0JPY", "25,00\u00a0€", "1\u202f234,50\u00a0₹", "1,000\u00a0KWD"),
+        ("de", "500\u00a0¥", "25,00\u00a0€", "1.234,50\u00a0₹", "1,000\u00a0KWD"),
+        ("ja", "￥500", "€25.00", "₹1,234.50", "KWD\u00a01.000"),
+    ],
+)
+def test_formatting_in_locales(locale: str, jpy: str, eur: str, inr: str, kwd: str) -> None:
+    assert format_amount(500, "jpy", locale=locale) == jpy
+    assert format_amount(2500, "eur", locale=locale) == eur
+    assert format_amount(123450, "inr", locale=locale) == inr
+    assert format_amount(1000, "kwd", locale=locale) == kwd
+    assert format_amount(0, "kwd", locale=locale).count("0") == 4
+
+
+def test_money_str_and_unknown_currencies() -> None:
     assert str(Money(500, "jpy")) == "¥500"
     assert Money(1, "usd") == Money(1, "usd")
     with pytest.raises(KeyError):
         format_amount(100, "xyz")
+    # A symbol written after the number with letters is kept apart too (CLDR's spacing).
+    assert format_amount(2000, "chf", locale="de_CH") == "CHF\u00a020.00"
+    assert format_amount(2000, "usd", locale="nl") == "US$\u00a020,00"

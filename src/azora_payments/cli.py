@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -45,12 +46,36 @@ def _require_current_schema(settings: Settings) -> None:
         raise SystemExit(1)
 
 
+def _require_receipt_storage(settings: Settings) -> None:
+    """A bucket that does not exist (or refuses these credentials) stops start-up in one line,
+    rather than every receipt job failing later."""
+    from azora_payments.storage import StorageUnavailable, storage_for
+
+    storage = storage_for(settings.receipt_storage)
+    if storage is None:
+        return
+    try:
+        asyncio.run(storage.check())
+    except StorageUnavailable as exc:
+        print(f"azora-payments: RECEIPT_STORAGE: {exc}", file=sys.stderr)
+        failed = True
+    else:
+        failed = False
+    # obstore's client must go before the interpreter's shutdown, or its runtime aborts the
+    # process: the failed request's traceback keeps it alive in a reference cycle.
+    del storage
+    gc.collect()
+    if failed:
+        raise SystemExit(1)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
     configure_logging(settings.log_level)
     _require_current_schema(settings)
+    _require_receipt_storage(settings)
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker process counts on its own; /metrics adds them up from this folder.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="azora-metrics-")
@@ -109,6 +134,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_level)
     _require_current_schema(settings)
+    _require_receipt_storage(settings)
     return commands.worker(
         settings,
         modules=args.imports,

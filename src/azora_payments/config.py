@@ -112,7 +112,11 @@ class Settings(BaseSettings):
     receipt_from_email: str = "receipts@azora.dev"
     merchant_name: str = "Azora"
     merchant_address: str = ""
+    # How a customer reaches the merchant, printed on receipts (RECEIPT_FROM_EMAIL when empty).
+    merchant_contact: str = ""
     receipt_storage: str = "var/receipts"
+    receipt_locale: str = "en"
+    receipt_timezone: str = "UTC"
     mail_outbox_dir: str | None = None
 
     notify_url: str | None = None
@@ -191,8 +195,32 @@ class Settings(BaseSettings):
     @field_validator("receipt_storage")
     @classmethod
     def _receipt_storage(cls, value: str) -> str:
+        from azora_payments.storage import parse_s3_url
+
         if value.strip().lower().startswith("s3:"):
-            raise ValueError("s3:// storage is not supported yet; give a folder path")
+            parse_s3_url(value.strip())
+        return value
+
+    @field_validator("receipt_locale")
+    @classmethod
+    def _receipt_locale(cls, value: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(f"{value!r} is not a CLDR locale (en, fr, de_CH, ja…)") from None
+        return value
+
+    @field_validator("receipt_timezone")
+    @classmethod
+    def _receipt_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone (UTC, Europe/Paris…)") from None
         return value
 
     @field_validator("jwt_public_key")

@@ -14,11 +14,15 @@ from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
 from azora_payments.addresses import plain_address
 from azora_payments.db.types import utcnow
+from azora_payments.domain.receipt_content import MARK_COLOURS, ReceiptContent
 
 __all__ = [
     "Delivery",
@@ -69,40 +73,64 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
+@cache
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("azora_payments", "templates"),
+        autoescape=select_autoescape(("html",)),
+        undefined=StrictUndefined,
+    )
+
+
+def _receipt_parts(
+    message: EmailMessage, *, content: ReceiptContent, number: str, lang: str, intro: str | None
+) -> None:
+    """The text and HTML parts: the PDF's rows and words, in the same order."""
+    text = content.as_text() + f"\nThe receipt is attached as a PDF ({number}.pdf).\n"
+    message.set_content(f"{intro}\n\n{text}" if intro else text)
+    fill, ink = MARK_COLOURS[content.mark] if content.mark else ("", "")
+    html = (
+        _templates()
+        .get_template("receipt_email.html")
+        .render(c=content, number=number, lang=lang, intro=intro, mark_fill=fill, mark_ink=ink)
+    )
+    message.add_alternative(html, subtype="html")
+
+
+def _headers(
+    message: EmailMessage, *, subject: str, sender: str, sender_name: str, recipient: str,
+    message_id: str,
+) -> None:  # fmt: skip
+    message["Subject"] = subject
+    message["From"] = formataddr((sender_name, sender))
+    message["To"] = recipient
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = message_id
+
+
 def receipt_message(
     *,
     sender: str,
     sender_name: str,
     recipient: str,
     number: str,
-    amount_text: str,
-    description: str | None,
+    content: ReceiptContent,
+    lang: str,
     message_id: str,
     pdf: bytes,
 ) -> EmailMessage:
-    """The receipt e-mail: text and HTML alternatives, the PDF attached."""
+    """The receipt e-mail: text and HTML alternatives that say what the PDF says, the PDF
+    attached."""
     message = EmailMessage()
-    message["Subject"] = f"Your receipt {number} from {sender_name}"
-    message["From"] = formataddr((sender_name, sender))
-    message["To"] = recipient
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = message_id
-    line = description or "Payment"
-    message.set_content(
-        f"Thank you for your payment to {sender_name}.\n\n"
-        f"Receipt number: {number}\n{line}: {amount_text}\n\n"
-        "The receipt is attached as a PDF.\n"
+    _headers(
+        message,
+        subject=f"Your receipt {number} from {sender_name}",
+        sender=sender,
+        sender_name=sender_name,
+        recipient=recipient,
+        message_id=message_id,
     )
-    esc = html.escape
-    message.add_alternative(
-        "<!doctype html><html><body>"
-        f"<p>Thank you for your payment to {esc(sender_name)}.</p>"
-        f"<p><strong>Receipt number:</strong> {esc(number)}<br>"
-        f"{esc(line)}: {esc(amount_text)}</p>"
-        "<p>The receipt is attached as a PDF.</p>"
-        "</body></html>",
-        subtype="html",
-    )
+    _receipt_parts(message, content=content, number=number, lang=lang, intro=None)
     message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{number}.pdf")
     return message
 
@@ -115,29 +143,38 @@ def refund_message(
     amount_text: str,
     description: str | None,
     receipt_number: str | None,
+    content: ReceiptContent | None,
+    lang: str,
     message_id: str,
+    pdf: bytes | None,
 ) -> EmailMessage:
-    """The e-mail telling the customer a refund succeeded: text and HTML alternatives."""
+    """The e-mail telling the customer a refund succeeded, with the receipt as it now stands
+    (its refunds listed) in the body and attached."""
     message = EmailMessage()
-    message["Subject"] = f"Your refund of {amount_text} from {sender_name}"
-    message["From"] = formataddr((sender_name, sender))
-    message["To"] = recipient
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = message_id
+    _headers(
+        message,
+        subject=f"Your refund of {amount_text} from {sender_name}",
+        sender=sender,
+        sender_name=sender_name,
+        recipient=recipient,
+        message_id=message_id,
+    )
     line = description or "your payment"
     reference = f" (receipt {receipt_number})" if receipt_number else ""
-    message.set_content(
-        f"{sender_name} has refunded {amount_text} for {line}{reference}.\n\n"
-        "It can take 5 to 10 business days to appear on your statement.\n"
+    intro = (
+        f"{sender_name} has refunded {amount_text} for {line}{reference}. "
+        "It can take 5 to 10 business days to appear on your statement."
     )
-    esc = html.escape
-    message.add_alternative(
-        "<!doctype html><html><body>"
-        f"<p>{esc(sender_name)} has refunded <strong>{esc(amount_text)}</strong> for "
-        f"{esc(line)}{esc(reference)}.</p>"
-        "<p>It can take 5 to 10 business days to appear on your statement.</p>"
-        "</body></html>",
-        subtype="html",
+    if content is None or receipt_number is None or pdf is None:
+        message.set_content(intro + "\n")
+        message.add_alternative(
+            f"<!doctype html><html><body><p>{html.escape(intro)}</p></body></html>",
+            subtype="html",
+        )
+        return message
+    _receipt_parts(message, content=content, number=receipt_number, lang=lang, intro=intro)
+    message.add_attachment(
+        pdf, maintype="application", subtype="pdf", filename=f"{receipt_number}.pdf"
     )
     return message
 

@@ -14,6 +14,7 @@ from azora_payments.domain.declines import DeclineLimits
 from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.redis_guard import Breaker, guarded_client
+from azora_payments.storage import storage_for
 from azora_payments.stripe_gateway import StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class Services:
         self.limiter = RateLimiter(settings.redis_url, breaker=self.redis_breaker)
         self.stripe = StripeGateway(settings)
         self.declines = DeclineLimits(db=self.db, settings=settings)
+        # One client for the process: obstore's S3 client keeps its connections.
+        self.storage = storage_for(settings.receipt_storage)
         self.idempotency = IdempotencyKeys(
             db=self.db,
             redis=self.redis,

@@ -7,6 +7,8 @@ import re
 import httpx
 
 from azora_payments.db.models import AuditRecord
+from azora_payments.db.repositories import receipts as receipts_repo
+from azora_payments.domain import receipts
 from azora_payments.services import Services
 from tests.conftest import bearer, make_token, unique_user
 from tests.receipts.conftest import SmtpServer, pay, pdf_text, run_receipt_jobs
@@ -45,11 +47,12 @@ async def test_receipt_shape_and_pdf(
     assert pdf.headers["content-type"] == "application/pdf"
     text = pdf_text(pdf.content)
     for expected in (
-        "Azora Test Shop", "1 Quay Street", body["number"], "EUR 25.00", "Visa", "4242",
+        "Azora Test Shop", "1 Quay Street", body["number"], "€25.00", "Visa", "4242",
         "buyer@shop.example", "Annual plan",
     ):  # fmt: skip
         assert expected in text, expected
     assert "Refund" not in text
+    assert pdf.headers["x-receipt-version"] == "1"
 
     refund = await receipt_api.post(
         "/api/payments/refund",
@@ -57,15 +60,31 @@ async def test_receipt_shape_and_pdf(
         headers={**OPERATOR, "Idempotency-Key": "rf-" + paid["id"]},
     )
     assert refund.status_code == 201, refund.text
-    text = pdf_text((await receipt_api.get(body["pdf_url"], headers=headers)).content)
-    assert "Refund on" in text
-    assert "-EUR 5.00" in text
-    assert "Net amount EUR 20.00" in text
-    # The copy as issued is kept in RECEIPT_STORAGE.
+    # The refund queued a new rendering: version 2, which the API serves from then on.
+    assert await run_receipt_jobs(receipt_services, receipts.RENDER) >= 1
+    second = await receipt_api.get(body["pdf_url"], headers=headers)
+    assert second.headers["x-receipt-version"] == "2"
+    text = pdf_text(second.content)
+    assert "Refund," in text
+    assert "-€5.00" in text
+    assert "Net paid €20.00" in text
+    assert "PARTIALLY REFUNDED" in text
+    # Served from the store, not drawn per request: the same bytes each time, and both
+    # versions kept (the first as the customer was first sent it).
+    again = await receipt_api.get(body["pdf_url"], headers=headers)
+    assert again.content == second.content
     stored = receipt_services.settings.receipt_storage
     year = body["number"].split("-")[1]
-    with open(f"{stored}/receipts/{year}/{body['number']}.pdf", "rb") as handle:
-        assert "Refund" not in pdf_text(handle.read())
+    with open(f"{stored}/receipts/{year}/{body['number']}/v1.pdf", "rb") as handle:
+        assert handle.read() == pdf.content
+    with open(f"{stored}/receipts/{year}/{body['number']}/v2.pdf", "rb") as handle:
+        assert handle.read() == second.content
+    async with receipt_services.db.read() as session:
+        versions = await receipts_repo.versions_of(session, body["id"])
+    assert [(v.version, v.reason) for v in versions] == [
+        (1, "issued"),
+        (2, f"refund {refund.json()['id']}:succeeded"),
+    ]
 
 
 async def test_other_users_and_operators(

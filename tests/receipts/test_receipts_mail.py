@@ -41,13 +41,14 @@ async def test_the_email_has_both_parts_and_the_pdf(
     assert html is not None
     assert receipt.number in text.get_content()
     assert "¥123,456" in text.get_content()
-    assert "<strong>" in html.get_content()
+    assert "¥123,456" in html.get_content()
+    assert "Mastercard •••• 4444" in html.get_content()
     [attachment] = list(message.iter_attachments())
     assert attachment.get_content_type() == "application/pdf"
     assert attachment.get_filename() == f"{receipt.number}.pdf"
     content = attachment.get_content()
     assert "¥123,456" in pdf_text(content)
-    assert "Mastercard ending in 4444" in pdf_text(content)
+    assert "Mastercard •••• 4444" in pdf_text(content)
     assert receipt.emailed_at is not None
 
     # Run again (a duplicate job, a retry): emailed_at says it went; nothing more is sent.

@@ -114,3 +114,49 @@ async def test_concurrent_workers_leave_no_gap(receipt_settings: Settings) -> No
     assert [r.sequence for r in rows] == list(range(1, count + 1))
     assert len({r.payment_id for r in rows}) == count
     assert len({r.number for r in rows}) == count
+
+
+async def test_two_renderers_store_one_new_version(receipt_settings: Settings) -> None:
+    """After a refund, two processes asking for the receipt at once (the API and a worker)
+    store one version 2 between them: the second finds the first's version current."""
+    from azora_payments.db.models import Refund
+    from azora_payments.db.repositories import receipts as receipts_repo
+    from azora_payments.db.types import utcnow
+    from azora_payments.ids import new_id
+
+    async with open_services(receipt_settings) as one, open_services(receipt_settings) as two:
+        payment_id = await seed_succeeded(one, receipt_email=None)
+        await run_receipt_jobs(one, receipts.ISSUE)
+        async with one.db.read() as session:
+            receipt = await receipts_repo.of_payment(session, payment_id)
+        assert receipt is not None
+        async with one.db.transaction() as session:
+            session.add(
+                Refund(
+                    id=new_id("rf"),
+                    payment_id=payment_id,
+                    amount=500,
+                    currency="usd",
+                    status="succeeded",
+                    created_by="ops_1",
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+        results = await asyncio.gather(
+            *(
+                receipts.current_pdf(
+                    db=svc.db,
+                    storage=svc.storage,
+                    settings=svc.settings,
+                    receipt_id=receipt.id,
+                    reason="race",
+                )
+                for svc in (one, two, one, two)
+            )
+        )
+        async with one.db.read() as session:
+            versions = await receipts_repo.versions_of(session, receipt.id)
+    assert [v.version for v in versions] == [1, 2]
+    assert {r.version for r in results} == {2}
+    assert len({r.data for r in results}) == 1

@@ -1,4 +1,4 @@
-"""The customer is e-mailed, once, when a refund succeeds."""
+"""The customer is e-mailed, once, when a refund succeeds, with the updated receipt."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx
 from azora_payments.domain.outcomes import REFUND_EMAIL
 from azora_payments.services import Services
 from tests.conftest import bearer, make_token
-from tests.receipts.conftest import SmtpServer, pay, run_receipt_jobs
+from tests.receipts.conftest import SmtpServer, pay, pdf_text, run_receipt_jobs
 
 
 async def test_a_succeeded_refund_is_e_mailed_once(
@@ -39,6 +39,17 @@ async def test_a_succeeded_refund_is_e_mailed_once(
     assert "€10.00" in body
     assert "Annual plan" in body
     assert "receipt R-" in body
+    # The receipt as it now stands is attached: the version that lists this refund, the same
+    # the API serves from now on.
+    [attachment] = list(message.iter_attachments())
+    attached = pdf_text(attachment.get_content())
+    assert "Net paid €15.00" in attached
+    assert "PARTIALLY REFUNDED" in attached
+    served = await receipt_api.get(
+        f"/api/payments/{paid['id']}/receipt.pdf", headers=bearer(make_token("user_refunded"))
+    )
+    assert served.content == attachment.get_content()
+    assert served.headers["x-receipt-version"] == "2"
     detail = (
         await receipt_api.get(
             f"/api/payments/{paid['id']}", headers=bearer(make_token("ops_1", roles=["admin"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,7 +13,6 @@ from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID
 from azora_payments.domain import receipts
 from azora_payments.errors import PaymentNotFound
-from azora_payments.pdf import render_receipt
 
 router = APIRouter(prefix="/api/payments", tags=["receipts"])
 
@@ -36,15 +34,17 @@ async def get_receipt(payment_id: str, user: CurrentUser, services: ServicesDep)
     responses={200: {"content": {"application/pdf": {}}}},
 )
 async def get_receipt_pdf(payment_id: str, user: CurrentUser, services: ServicesDep) -> Response:
-    doc = await receipts.get_document(
-        db=services.db, user=user, payment_id=_checked(payment_id), settings=services.settings
+    stored = await receipts.get_pdf(
+        db=services.db,
+        storage=services.storage,
+        user=user,
+        payment_id=_checked(payment_id),
+        settings=services.settings,
     )
-    pdf = await asyncio.to_thread(render_receipt, doc)
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'inline; filename="{doc.number}.pdf"'},
-    )
+    headers = {"Content-Disposition": f'inline; filename="{stored.number}.pdf"'}
+    if stored.version is not None:
+        headers["X-Receipt-Version"] = str(stored.version)
+    return Response(stored.data, media_type="application/pdf", headers=headers)
 
 
 class ResendIn(BaseModel):

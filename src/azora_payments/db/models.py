@@ -159,6 +159,25 @@ class Receipt(Base):
     emailed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class ReceiptVersion(Base):
+    """One rendering of a receipt, as stored: the first when issued, another after each refund.
+    Rows and objects are only ever added, so what a customer was sent stays provable."""
+
+    __tablename__ = "receipt_versions"
+    __table_args__ = (UniqueConstraint("receipt_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    receipt_id: Mapped[str] = mapped_column(ForeignKey("receipts.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    # What the page shows (ReceiptDocument.fingerprint) and the stored bytes' digest.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+
+
 class ReceiptSequence(Base):
     """The last receipt number issued in a year: numbers are sequential and never reused."""
 

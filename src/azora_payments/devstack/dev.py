@@ -94,7 +94,13 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
         "STRIPE_API_BASE": emulator.base_url,
         "JWT_SECRET": secret,
         "MAIL_OUTBOX_DIR": str(mail_dir),
-        "RECEIPT_STORAGE": str(state),  # PDFs land in var/dev/receipts/<year>/
+        "RECEIPT_STORAGE": str(state),  # PDFs land in var/dev/receipts/<year>/<number>/
+        # A demo merchant, so a dev receipt looks like a real one (the environment wins).
+        "MERCHANT_NAME": os.environ.get("MERCHANT_NAME", "Azora Demo Shop"),
+        "MERCHANT_ADDRESS": os.environ.get(
+            "MERCHANT_ADDRESS", "12 Harbour Road\nDublin D02 XY45\nIreland"
+        ),
+        "MERCHANT_CONTACT": os.environ.get("MERCHANT_CONTACT", "support@azora.dev"),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     }
     command = [sys.executable, "-m", "azora_payments.cli"]

@@ -2,11 +2,20 @@
 
 The one place that knows how many minor units a currency has. Amounts are always integers in
 the currency's minor unit (what Stripe calls the "smallest currency unit"); never floats.
+`format_amount` writes an amount as CLDR does for a locale (Babel): the PDF, the e-mails and
+the console all use it.
 """
 
 from __future__ import annotations
 
+import copy
+import unicodedata
 from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+
+from babel import Locale
+from babel.numbers import NumberPattern
 
 # Stripe's zero-decimal currencies: the amount is already in whole units.
 ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf vnd vuv xaf xof xpf".split())
@@ -30,11 +39,16 @@ MINIMUM_CHARGE = {
 # Stripe's limit for a single charge is 8 digits in the minor unit.
 MAXIMUM_AMOUNT = 99_999_999
 
-SYMBOLS = {
-    "usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "inr": "₹", "krw": "₩", "cad": "CA$",
-    "aud": "A$", "chf": "CHF ", "nzd": "NZ$", "sgd": "S$", "hkd": "HK$", "mxn": "MX$",
-    "brl": "R$",
-}  # fmt: skip
+__all__ = [
+    "MAXIMUM_AMOUNT",
+    "InvalidAmount",
+    "Money",
+    "check_charge_amount",
+    "exponent",
+    "format_amount",
+    "is_supported_currency_code",
+    "minimum_charge",
+]
 
 
 class InvalidAmount(ValueError):
@@ -83,14 +97,45 @@ class Money:
         return format_amount(self.amount, self.currency)
 
 
-def format_amount(amount: int, currency: str, *, symbol: bool = True) -> str:
-    """`format_amount(2000, "usd")` -> "$20.00"; `format_amount(1500, "bhd")` -> "BHD 1.500"."""
-    currency = currency.lower()
+def format_amount(amount: int, currency: str, *, locale: str = "en") -> str:
+    """The amount as CLDR writes it in `locale`: `format_amount(2500, "eur")` -> "€25.00",
+    `format_amount(2500, "eur", locale="fr")` -> "25,00 €" (with CLDR's no-break spaces),
+    `format_amount(1000, "kwd")` -> "KWD 1.000".
+
+    The number of decimals is Stripe's for the currency (`exponent`), which is what the amount
+    was charged in, even where CLDR's own currency data differs.
+    """
     places = exponent(currency)
-    sign = "-" if amount < 0 else ""
-    units, minor = divmod(abs(amount), 10**places) if places else (abs(amount), 0)
-    number = f"{units:,}" + (f".{minor:0{places}d}" if places else "")
-    prefix = SYMBOLS.get(currency) if symbol else None
-    if prefix is None:
-        return f"{sign}{currency.upper()} {number}"
-    return f"{sign}{prefix}{number}"
+    value = Decimal(amount).scaleb(-places)
+    pattern, loc = _currency_pattern(locale, places)
+    text: str = pattern.apply(value, loc, currency=currency.upper(), currency_digits=False)
+    return _currency_spacing(text, loc.currency_symbols.get(currency.upper(), currency.upper()))
+
+
+@lru_cache(maxsize=64)
+def _currency_pattern(locale: str, places: int) -> tuple[NumberPattern, Locale]:
+    """The locale's currency pattern with exactly `places` decimals."""
+    loc = Locale.parse(locale.replace("-", "_"))
+    pattern = copy.copy(loc.currency_formats["standard"])
+    assert isinstance(pattern, NumberPattern)
+    pattern.frac_prec = (places, places)
+    return pattern, loc
+
+
+def _currency_spacing(text: str, symbol: str) -> str:
+    """CLDR's currencySpacing, which Babel leaves out: a symbol that ends (or starts) with a
+    letter is kept apart from the digits by a no-break space ("KWD 1.000", not "KWD1.000").
+    Every CLDR locale uses root's rule: match `[[:^S:]&[:^Z:]]` beside `[:digit:]`."""
+    at = text.find(symbol)
+    if not symbol or at < 0:
+        return text
+    end = at + len(symbol)
+    if end < len(text) and text[end].isdigit() and _spaced(symbol[-1]):
+        text = f"{text[:end]}\u00a0{text[end:]}"
+    if at > 0 and text[at - 1].isdigit() and _spaced(symbol[0]):
+        text = f"{text[:at]}\u00a0{text[at:]}"
+    return text
+
+
+def _spaced(char: str) -> bool:
+    return unicodedata.category(char)[0] not in "SZ"

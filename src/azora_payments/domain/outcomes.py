@@ -68,6 +68,10 @@ async def refund_status_changed(
             payment_id=payment.id,
             data=notifications.refund_data(refund, payment),
         )
+    # What the receipt shows changes with every refund that appears or moves: a new version.
+    await receipts.enqueue_render(
+        session, payment_id=payment.id, cause=f"{refund.id}:{refund.status}"
+    )
     if refund.status == "succeeded":
         # The customer is e-mailed once it succeeds (API.md, refunds).
         await enqueue(

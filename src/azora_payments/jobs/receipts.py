@@ -1,9 +1,10 @@
-"""Receipt jobs: `receipt.issue` numbers the receipt and keeps its PDF; `receipt.email` sends it,
-retried with backoff through an SMTP outage, and not again once `emailed_at` is set."""
+"""Receipt jobs: `receipt.issue` numbers the receipt and stores its first version;
+`receipt.render` stores a new version when a refund changed what it shows; `receipt.email`
+sends the latest version, retried with backoff through an SMTP or storage outage, and not
+again once `emailed_at` is set."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -14,12 +15,11 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, receipts
+from azora_payments.domain.receipt_content import content_of
 from azora_payments.jobs.facts import record_fact
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
 from azora_payments.mail import Delivery, Mailer, receipt_message
-from azora_payments.pdf import pdf_amount, render_receipt
-from azora_payments.storage import receipt_key, storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +30,38 @@ async def issue_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
     payment_id = str(payload["payment_id"])
     async with services.db.transaction() as session:
         receipt = await receipts.issue(session, payment_id=payment_id)
-    if receipt is None or receipt.pdf_key is not None:
+    if receipt is None or services.storage is None:
         return
-    storage = storage_for(services.settings.receipt_storage)
-    if storage is None:
-        return
+    # A store that is down fails the job after the number is taken: the retry finds the
+    # receipt issued and only stores its version.
+    stored = await receipts.current_pdf(
+        db=services.db,
+        storage=services.storage,
+        settings=services.settings,
+        receipt_id=receipt.id,
+        reason="issued",
+    )
+    logger.info(
+        "receipt issued",
+        extra=log_fields(payment_id=payment_id, receipt_id=receipt.id, version=stored.version),
+    )
+
+
+@job_kind(receipts.RENDER, max_attempts=20, timeout=60.0)
+async def render_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
+    services = ctx.services
     async with services.db.read() as session:
-        payment = await payments_repo.get(session, payment_id)
-        assert payment is not None
-        doc = await receipts.document(
-            session, receipt=receipt, payment=payment, settings=services.settings
-        )
-    # The copy as issued; the API renders the current state (with refunds) on each request.
-    key = receipt_key(receipt.year, receipt.number)
-    await storage.put(key, await asyncio.to_thread(render_receipt, doc))
-    async with services.db.transaction() as session:
-        row = await receipts_repo.get(session, receipt.id)
-        assert row is not None
-        row.pdf_key = key
-    logger.info("receipt issued", extra=log_fields(payment_id=payment_id, receipt_id=receipt.id))
+        receipt = await receipts_repo.of_payment(session, str(payload["payment_id"]))
+    # Without a receipt yet, `receipt.issue` will store what the payment shows then.
+    if receipt is None or services.storage is None:
+        return
+    await receipts.current_pdf(
+        db=services.db,
+        storage=services.storage,
+        settings=services.settings,
+        receipt_id=receipt.id,
+        reason=f"refund {payload.get('cause', '')}".strip(),
+    )
 
 
 @job_kind(receipts.EMAIL, max_attempts=20, timeout=120.0, backoff_base=30.0, backoff_cap=3600.0)
@@ -63,7 +76,6 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
             return
         payment = await payments_repo.get(session, receipt.payment_id)
         assert payment is not None
-        doc = await receipts.document(session, receipt=receipt, payment=payment, settings=settings)
     fields = log_fields(receipt_id=receipt_id, payment_id=payment.id)
     mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
     # An operator's choice for this re-send, else the payment's (rows from before addresses were
@@ -73,17 +85,24 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
         reason = "no address" if not recipient else "no SMTP_URL or MAIL_OUTBOX_DIR"
         logger.warning(f"receipt e-mail not sent: {reason}", extra=fields)
         return
+    stored = await receipts.current_pdf(
+        db=services.db,
+        storage=services.storage,
+        settings=settings,
+        receipt_id=receipt_id,
+        reason="e-mailed",
+    )
     message = receipt_message(
         sender=settings.receipt_from_email,
         sender_name=settings.merchant_name,
         recipient=recipient,
         number=receipt.number,
-        amount_text=pdf_amount(receipt.amount, receipt.currency),
-        description=payment.description,
+        content=content_of(stored.document),
+        lang=settings.receipt_locale,
         message_id=receipts.email_message_id(
             receipt, sender=settings.receipt_from_email, resend=resend
         ),
-        pdf=await asyncio.to_thread(render_receipt, doc),
+        pdf=stored.data,
     )
     delivery = await mailer.send(message)
 
@@ -98,7 +117,12 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
             actor=audit.SYSTEM,
             action="receipt.emailed",
             payment_id=payment.id,
-            details={"receipt_id": receipt_id, "delivery": str(delivery), "resend": bool(resend)},
+            details={
+                "receipt_id": receipt_id,
+                "delivery": str(delivery),
+                "resend": bool(resend),
+                "version": stored.version,
+            },
         )
 
     await record_fact(

@@ -1,4 +1,5 @@
-"""Tells the customer, by e-mail, that a refund succeeded: once, from the durable queue."""
+"""Tells the customer, by e-mail, that a refund succeeded: once, from the durable queue, with
+the receipt as it now stands (a new version that lists the refund) attached."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit
-from azora_payments.domain.money import format_amount
+from azora_payments.domain import audit, receipts
+from azora_payments.domain.formatting import Formatter
 from azora_payments.domain.outcomes import REFUND_EMAIL
+from azora_payments.domain.receipt_content import content_of
 from azora_payments.jobs.facts import record_fact
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
@@ -41,16 +43,30 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
     if not recipient or mailer.delivery is Delivery.NOWHERE:
         logger.warning("refund e-mail not sent: no address or nowhere to send", extra=fields)
         return
+    stored = None
+    if receipt is not None:
+        # The version that shows this refund: stored now if `receipt.render` has not yet run.
+        stored = await receipts.current_pdf(
+            db=services.db,
+            storage=services.storage,
+            settings=settings,
+            receipt_id=receipt.id,
+            reason=f"refund {refund.id}:succeeded",
+        )
     domain = settings.receipt_from_email.rpartition("@")[2] or "azora.dev"
+    fmt = Formatter(settings.receipt_locale, settings.receipt_timezone)
     message = refund_message(
         sender=settings.receipt_from_email,
         sender_name=settings.merchant_name,
         recipient=recipient,
-        amount_text=format_amount(refund.amount, refund.currency),
+        amount_text=fmt.amount(refund.amount, refund.currency),
         description=payment.description,
         receipt_number=receipt.number if receipt is not None else None,
+        content=content_of(stored.document) if stored is not None else None,
+        lang=settings.receipt_locale,
         # A crash between sending and the commit below sends it again: the same Message-ID.
         message_id=f"<{refund.id}.refunded@{domain}>",
+        pdf=stored.data if stored is not None else None,
     )
     delivery = await mailer.send(message)
 
@@ -64,7 +80,11 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
             actor=audit.SYSTEM,
             action="refund.emailed",
             payment_id=payment.id,
-            details={"refund_id": refund_id, "delivery": str(delivery)},
+            details={
+                "refund_id": refund_id,
+                "delivery": str(delivery),
+                "receipt_version": stored.version if stored is not None else None,
+            },
         )
 
     await record_fact(services.db, mark_emailed, what="a refund was e-mailed", refund_id=refund_id)

@@ -1,4 +1,4 @@
-"""Queries on receipts and their per-year number sequences."""
+"""Queries on receipts, their stored versions and their per-year number sequences."""
 
 from __future__ import annotations
 
@@ -7,12 +7,40 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments.db.models import Receipt, ReceiptSequence
+from azora_payments.db.models import Receipt, ReceiptSequence, ReceiptVersion
 from azora_payments.db.repositories.upsert import insert_ignore
 
 
-async def get(session: AsyncSession, receipt_id: str) -> Receipt | None:
-    return await session.get(Receipt, receipt_id)
+async def get(
+    session: AsyncSession, receipt_id: str, *, for_update: bool = False
+) -> Receipt | None:
+    """With `for_update`, the row stays locked until the transaction ends (PostgreSQL; SQLite's
+    write transactions already run one at a time)."""
+    if not for_update:
+        return await session.get(Receipt, receipt_id)
+    statement = select(Receipt).where(Receipt.id == receipt_id).with_for_update()
+    result: Receipt | None = (await session.scalars(statement)).first()
+    return result
+
+
+async def latest_version(session: AsyncSession, receipt_id: str) -> ReceiptVersion | None:
+    statement = (
+        select(ReceiptVersion)
+        .where(ReceiptVersion.receipt_id == receipt_id)
+        .order_by(ReceiptVersion.version.desc())
+        .limit(1)
+    )
+    result: ReceiptVersion | None = (await session.scalars(statement)).first()
+    return result
+
+
+async def versions_of(session: AsyncSession, receipt_id: str) -> list[ReceiptVersion]:
+    statement = (
+        select(ReceiptVersion)
+        .where(ReceiptVersion.receipt_id == receipt_id)
+        .order_by(ReceiptVersion.version)
+    )
+    return list((await session.scalars(statement)).all())
 
 
 async def of_payment(session: AsyncSession, payment_id: str) -> Receipt | None:
@@ -41,5 +69,5 @@ async def next_number(session: AsyncSession, year: int) -> int:
     return value
 
 
-def add(session: AsyncSession, receipt: Receipt) -> None:
+def add(session: AsyncSession, receipt: Receipt | ReceiptVersion) -> None:
     session.add(receipt)
