@@ -26,6 +26,7 @@ from azora_payments.config import Settings
 from azora_payments.db.models import Job, Receipt
 from azora_payments.db.types import utcnow
 from azora_payments.domain import receipts
+from azora_payments.domain.receipt_content import content_of
 from azora_payments.mail import (
     Delivery,
     Mailer,
@@ -34,7 +35,7 @@ from azora_payments.mail import (
     receipt_message,
 )
 from tests.conftest import make_settings, open_services
-from tests.receipts.conftest import SmtpServer, run_receipt_jobs, seed_succeeded
+from tests.receipts.conftest import SAMPLE, SmtpServer, run_receipt_jobs, seed_succeeded
 
 PASSWORD = "s3cret-smtp-pass"
 
@@ -168,8 +169,8 @@ def message(recipient: str = "buyer@shop.example") -> Any:
         sender_name="Shop",
         recipient=recipient,
         number="R-2026-000001",
-        amount_text="$1.00",
-        description=None,
+        content=content_of(SAMPLE),
+        lang="en",
         message_id="<rcpt_x.issued@shop.example>",
         pdf=b"%PDF-1.3",
     )

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_receipt_versions"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005_idempotency_work_index"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
