@@ -299,3 +299,26 @@ async def test_redis_going_away_never_lets_attempts_through(
         assert_limited(await pay(api, buyer, card))
         async with services.db.read() as session:
             assert await session.scalar(select(func.count()).select_from(CardDecline)) == 3
+
+
+async def test_after_an_outage_every_process_counts_in_the_database(
+    database_url: str, tmp_path: Path, stripe_emulator: str, private_redis: PrivateRedis
+) -> None:
+    """Two processes share Redis and the database; only one of them saw Redis go away. Once
+    Redis is back (empty), the other must not trust its counts either."""
+    overrides = {"redis_url": private_redis.url}
+    async with (
+        stack(database_url, tmp_path, stripe_emulator, **overrides) as (first, _),
+        stack(database_url, tmp_path, stripe_emulator, **overrides) as (second, _),
+    ):
+        buyer = Buyer()
+        card = await save(first, buyer, "pm_card_chargeDeclined")
+        for _ in range(2):
+            assert (await pay(first, buyer, card)).status_code == 402
+        private_redis.stop()
+        assert (await pay(first, buyer, card)).status_code == 402  # only in the database
+        private_redis.start()  # empty: the three declines are in the database alone
+        assert_limited(await pay(first, buyer, card))  # and the first leaves its mark
+        before = await stripe_calls(stripe_emulator)
+        assert_limited(await pay(second, buyer, card))
+        assert await stripe_calls(stripe_emulator) == before

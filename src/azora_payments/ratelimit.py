@@ -29,11 +29,22 @@ def redis_storage(redis_url: str) -> RedisStorage:
     return RedisStorage(uri, implementation="redispy", **client_options())
 
 
+def _redis_client(storage: Storage) -> Any:
+    return getattr(getattr(storage, "bridge", None), "storage", None)
+
+
 async def close_storage(storage: Storage) -> None:
     """Close a storage's Redis connections (the `limits` storage has no close of its own)."""
-    client: Any = getattr(getattr(storage, "bridge", None), "storage", None)
+    client = _redis_client(storage)
     if client is not None:
         await client.aclose()
+
+
+async def drop_connections(storage: Storage) -> None:
+    """Forget a storage's pooled Redis connections (dead after Redis restarted)."""
+    client = _redis_client(storage)
+    if client is not None:
+        await client.connection_pool.disconnect()
 
 
 class RateLimiter:

@@ -12,9 +12,11 @@ flagged. Two answers to that (API.md, Payments):
   `RATE_LIMIT_DECLINES_*`.
 
 The counts are kept in Redis (a `limits` moving window) when there is one. They never fail
-open: when Redis does not answer, the database's record of declines is counted instead, and a
-process that saw Redis fail keeps counting in the database for one window, as the declines
-recorded meanwhile never reached Redis.
+open: when Redis does not answer, the database's record of declines is counted instead. The
+declines recorded meanwhile never reached Redis, so a process that saw Redis fail keeps
+counting in the database for one window, and once Redis answers again it leaves a mark there
+(`_DATABASE_MARK`, expiring with that window) that sends every other process to the database
+too, those that never saw the outage included.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from azora_payments.db.repositories import declines as declines_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.errors import RateLimited
-from azora_payments.ratelimit import close_storage, redis_storage
+from azora_payments.ratelimit import close_storage, drop_connections, redis_storage
 from azora_payments.stripe_gateway import DEFAULT_CARD_MESSAGE, PaymentError
 
 logger = logging.getLogger(__name__)
@@ -164,6 +166,12 @@ async def record(session: AsyncSession, payment: Payment, error: PaymentError) -
 # ------------------------------------------------------------------ limiting
 
 _NAMESPACE = "azora-declines"
+# Set in Redis while declines recorded during an outage are still in their window.
+_DATABASE_MARK = "azora-declines/count-in-database"
+# How often a process counting in the database tries to leave the mark in Redis, once trying
+# has been slow (a refused connection costs nothing; a Redis that hangs, a timeout).
+_MARK_RETRY_SECONDS = 5.0
+_SLOW_FAILURE_SECONDS = 0.1
 
 
 class DeclineLimits:
@@ -180,6 +188,8 @@ class DeclineLimits:
         self._limiter = MovingWindowRateLimiter(self._storage) if self._storage else None
         self._longest = max(item.get_expiry() for item in self.items.values())
         self._database_until = 0.0
+        self._marked = True  # nothing to mark until Redis has failed
+        self._next_mark = 0.0
 
     async def close(self) -> None:
         if self._storage is not None:
@@ -192,14 +202,18 @@ class DeclineLimits:
         keys = [(n, v) for n, v in (("user", user_id), ("card", card), ("ip", ip)) if v]
         if not keys:
             return
-        if self._limiter is not None and time.monotonic() >= self._database_until:
-            try:
-                await self._check_redis(self._limiter, keys)
-                return
-            except RateLimited:
-                raise
-            except Exception:
-                self._redis_failed("checking")
+        if self._limiter is not None and self._storage is not None:
+            if time.monotonic() < self._database_until:
+                await self._leave_mark(self._storage)
+            else:
+                try:
+                    if not await self._storage.get(_DATABASE_MARK):
+                        await self._check_redis(self._limiter, keys)
+                        return
+                except RateLimited:
+                    raise
+                except Exception:
+                    self._redis_failed("checking")
         await self._check_database(keys)
 
     async def count(self, declines: list[Decline]) -> None:
@@ -215,9 +229,32 @@ class DeclineLimits:
 
     def _redis_failed(self, doing: str) -> None:
         # Declines recorded while Redis is away are only in the database: count there until
-        # they have aged out of every window.
+        # they have aged out of every window, and tell the other processes once Redis is back.
         self._database_until = time.monotonic() + self._longest
+        self._marked = False
         logger.warning("redis unavailable while %s declines: counting in the database", doing)
+
+    async def _leave_mark(self, storage: Storage) -> None:
+        """Once Redis answers again, send every process to the database until our window
+        ends. Tried on each check while Redis refuses at once; after a slow failure (a Redis
+        that hangs costs a timeout) at most every few seconds."""
+        started = time.monotonic()
+        if self._marked or started < self._next_mark:
+            return
+        remaining = max(1, math.ceil(self._database_until - started))
+        try:
+            await storage.incr(_DATABASE_MARK, remaining)
+        except Exception:
+            # After a restart of Redis the pooled connections are dead: drop them, try once more.
+            await drop_connections(storage)
+            try:
+                await storage.incr(_DATABASE_MARK, remaining)
+            except Exception:
+                if time.monotonic() - started > _SLOW_FAILURE_SECONDS:
+                    self._next_mark = time.monotonic() + _MARK_RETRY_SECONDS
+                return
+        self._marked = True
+        logger.info("redis answers again: every process counts declines in the database a while")
 
     async def _check_redis(
         self, limiter: MovingWindowRateLimiter, keys: list[tuple[str, str]]
