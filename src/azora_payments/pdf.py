@@ -1,16 +1,19 @@
 """Receipt PDFs: an A4 page drawn with fpdf2 from a `ReceiptContent`, in any script.
 
-The fonts ship in `azora_payments/fonts` (see its README): Noto Sans for Latin, Greek, Cyrillic
-and the currency signs, then Noto Sans Arabic, Hebrew, Devanagari and Thai, then Droid Sans
-Fallback for Chinese, Japanese and Korean, tried in that order for each character (fpdf2's
-fallback fonts) and shaped with HarfBuzz (right to left where the text is). fpdf2 reads and
-subsets every font it is given for every document, so a page is given only the fonts its text
-needs, and the CJK face comes in slices of 512 code points.
+The fonts ship in `azora_payments/fonts` (see its README): a core cut of Noto Sans (ASCII,
+Latin-1, punctuation, currency signs), the whole Noto Sans (Latin, Greek, Cyrillic), Noto Sans
+Arabic, Hebrew, Devanagari and Thai, then Droid Sans Fallback for Chinese, Japanese and Korean,
+tried in that order for each character (fpdf2's fallback fonts). Text in a script that needs it
+(Hebrew, Arabic, Devanagari, Thai, combining marks) is shaped with HarfBuzz, right to left where
+it is written so; the rest is drawn glyph by glyph, without Latin kerning, at a tenth of the
+cost.
 
-Reading a font (its metrics and character map) costs more than drawing the page, so each
-thread reads each font once and gives every document a copy with its own subset and its own
-handle on the file: fpdf2 subsets that handle in place when it writes the PDF. A test checks
-that this gives the same bytes as fpdf2's own `add_font`.
+fpdf2 reads and subsets every font it is given for every document, so a page is given only the
+fonts its text needs, the Latin face's common part comes cut small, and the CJK face in slices
+of 512 code points. Reading a font's metrics and character map costs more than drawing the
+page, so each thread reads each font once and gives every document a copy with its own subset
+and its own handle on the file (fpdf2 subsets that handle in place when it writes the PDF); a
+test checks that this gives the same bytes as fpdf2's own `add_font`.
 
 The same document renders to the same bytes: the creation date is the receipt's issue time and
 the PDF's /ID comes from the receipt id and what the page shows.
@@ -22,6 +25,7 @@ import copy
 import hashlib
 import io
 import json
+import re
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -41,9 +45,21 @@ from azora_payments.domain.receipt_content import (
     content_of,
 )
 
-__all__ = ["fonts_for", "render_receipt"]
+__all__ = ["fonts_for", "needs_shaping", "render_receipt"]
 
-MAIN = "NotoSans"
+# Scripts whose letters change shape or order with their neighbours: Hebrew, Arabic (and its
+# presentation forms), Devanagari, Thai, and combining marks. Other text is drawn glyph by
+# glyph, which costs a tenth of shaping it (it loses only Latin kerning).
+_SHAPED = re.compile(
+    "[\u0300-\u036f\u0590-\u08ff\u0900-\u097f\u0e00-\u0e7f\ua8e0-\ua8ff\ufb1d-\ufdff\ufe70-\ufeff]"
+)
+
+
+def needs_shaping(text: str) -> bool:
+    return _SHAPED.search(text) is not None
+
+
+MAIN = "core"
 PRODUCER = "Azora Payments"
 
 # Colours (RGB): ink, muted ink, rules, the details panel; the e-mail's template uses the same.
@@ -82,9 +98,22 @@ def _coverage(path: Path) -> frozenset[int]:
         return frozenset(font.getBestCmap())
 
 
+# Tables fpdf2 drops from every embedded subset; fontTools still decodes them while subsetting
+# unless they are gone first. HarfBuzz shapes with the whole file, read from its path.
+_NOT_EMBEDDED = ("GSUB", "GPOS", "GDEF")
+
+
 @cache
-def _font_bytes(path: Path) -> bytes:
-    return path.read_bytes()
+def _embeddable_bytes(path: Path) -> bytes:
+    """The font without the tables fpdf2 would drop anyway: the same glyphs, ids and names, so
+    the same subset, made faster."""
+    with TTFont(path, recalcTimestamp=False) as font:
+        for tag in _NOT_EMBEDDED:
+            if tag in font:
+                del font[tag]
+        out = io.BytesIO()
+        font.save(out)
+    return out.getvalue()
 
 
 def _faces() -> list[str]:
@@ -101,14 +130,15 @@ def _cjk_slices() -> tuple[int, frozenset[str]]:
 
 
 def fonts_for(texts: list[str]) -> list[FontFile]:
-    """The font files that print `texts`, in fallback order: the main face (both weights)
-    always, then each other face or CJK slice only when some character needs it."""
+    """The font files that print `texts`, in fallback order: the core cut of Noto Sans (both
+    weights) always, then each face or CJK slice only when some character needs it."""
     chars = {ord(c) for text in texts for c in text if not c.isspace()}
     root = _font_dir()
-    chosen = [FontFile(MAIN, "", root / f"{MAIN}-Regular.ttf")]
-    chosen.append(FontFile(MAIN, "B", root / f"{MAIN}-Bold.ttf"))
+    core = str(_manifest()["core"])
+    chosen = [FontFile(MAIN, "", root / core.format(style="Regular"))]
+    chosen.append(FontFile(MAIN, "B", root / core.format(style="Bold")))
     missing = chars - _coverage(chosen[0].path)
-    for face in _faces()[1:]:
+    for face in _faces():
         if not missing:
             break
         regular = root / f"{face}-Regular.ttf"
@@ -154,7 +184,9 @@ def _add_font(pdf: FPDF, font: FontFile, *, cached: bool = True) -> None:
     # ids, character map, descriptor). Fresh: the file handle fpdf2 subsets, and the subset.
     clone = copy.copy(proto)
     clone.i = len(pdf.fonts) + 1
-    clone.ttfont = TTFont(io.BytesIO(_font_bytes(font.path)), recalcTimestamp=False, lazy=True)
+    clone.ttfont = TTFont(
+        io.BytesIO(_embeddable_bytes(font.path)), recalcTimestamp=False, lazy=True
+    )
     clone.missing_glyphs = []
     clone.biggest_size_pt = 0
     clone.subset = SubsetMap(clone)
@@ -187,7 +219,6 @@ def render_receipt(doc: ReceiptDocument, *, cached_fonts: bool = True) -> bytes:
     pdf.set_fallback_fonts(
         list(dict.fromkeys(f.family for f in fonts if f.family != MAIN)), exact_match=False
     )
-    pdf.set_text_shaping(True)
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.set_margins(20, 18, 20)
     pdf.add_page()
@@ -204,6 +235,10 @@ def _draw(pdf: FPDF, content: ReceiptContent) -> None:
     width = pdf.epw
     left = pdf.l_margin
 
+    def shape(value: str) -> str:
+        pdf.set_text_shaping(needs_shaping(value))
+        return value
+
     def text(
         value: str, *, size: float, style: str = "", colour: tuple[int, int, int] = INK,
         height: float | None = None, align: Align = Align.L, w: float | None = None,
@@ -211,7 +246,7 @@ def _draw(pdf: FPDF, content: ReceiptContent) -> None:
         pdf.set_font(MAIN, style=style, size=size)
         pdf.set_text_color(*colour)
         pdf.multi_cell(
-            w or width, height or size * 0.5, value, align=align,
+            w or width, height or size * 0.5, shape(value), align=align,
             new_x=XPos.LMARGIN, new_y=YPos.NEXT,
         )  # fmt: skip
 
@@ -229,11 +264,17 @@ def _draw(pdf: FPDF, content: ReceiptContent) -> None:
             y = pdf.get_y()
             pdf.set_font(MAIN, style=style, size=size)
             pdf.set_text_color(*colour)
-            pdf.multi_cell(width * 0.7, 6.5, row.label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            label = shape(row.label)
+            pdf.multi_cell(width * 0.7, 6.5, label, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             end = pdf.get_y()
             pdf.set_xy(left + width * 0.7, y)
             pdf.multi_cell(
-                width * 0.3, 6.5, row.value, align=Align.R, new_x=XPos.LMARGIN, new_y=YPos.NEXT
+                width * 0.3,
+                6.5,
+                shape(row.value),
+                align=Align.R,
+                new_x=XPos.LMARGIN,
+                new_y=YPos.NEXT,
             )
             pdf.set_y(max(end, pdf.get_y()) + 1)
 
@@ -251,7 +292,7 @@ def _draw(pdf: FPDF, content: ReceiptContent) -> None:
         fill, ink = (_rgb(colour) for colour in MARK_COLOURS[content.mark])
         pdf.ln(2.5)
         pdf.set_font(MAIN, style="B", size=9.5)
-        label = content.mark.value.upper()
+        label = shape(content.mark.value.upper())
         w = pdf.get_string_width(label) + 8
         pdf.set_fill_color(*fill)
         pdf.set_text_color(*ink)
@@ -275,11 +316,11 @@ def _draw(pdf: FPDF, content: ReceiptContent) -> None:
         pdf.set_xy(x, top + 3)
         pdf.set_font(MAIN, style="B", size=7.5)
         pdf.set_text_color(*MUTED)
-        pdf.cell(col - 6, 4, row.label.upper(), new_x=XPos.LEFT, new_y=YPos.NEXT)
+        pdf.cell(col - 6, 4, shape(row.label.upper()), new_x=XPos.LEFT, new_y=YPos.NEXT)
         pdf.set_x(x)
         pdf.set_font(MAIN, size=9.5)
         pdf.set_text_color(*INK)
-        pdf.multi_cell(col - 6, 5, row.value, new_x=XPos.LEFT, new_y=YPos.NEXT)
+        pdf.multi_cell(col - 6, 5, shape(row.value), new_x=XPos.LEFT, new_y=YPos.NEXT)
         bottom = max(bottom, pdf.get_y() + 3)
     pdf.set_xy(left, bottom + 8)
 

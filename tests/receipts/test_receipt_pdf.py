@@ -18,7 +18,7 @@ from pypdf import PdfReader
 
 from azora_payments.domain.receipt_content import RefundLine, RefundMark, content_of
 from azora_payments.mail import receipt_message, refund_message
-from azora_payments.pdf import fonts_for, render_receipt
+from azora_payments.pdf import fonts_for, needs_shaping, render_receipt
 from tests.receipts.conftest import SAMPLE, pdf_text
 
 REQUIRE_PACKAGES = os.environ.get("AZORA_REQUIRE_PACKAGES") == "1"
@@ -105,12 +105,12 @@ def test_a_page_gets_only_the_fonts_its_text_needs() -> None:
     def names(*texts: str) -> list[str]:
         return [f"{f.path.stem}" for f in fonts_for(list(texts))]
 
-    assert names("Annual plan €25.00 ₹ ₩ ₫") == ["NotoSans-Regular", "NotoSans-Bold"]
-    assert names("مرحبا", "x") == [
-        "NotoSans-Regular", "NotoSans-Bold", "NotoSansArabic-Regular", "NotoSansArabic-Bold"
-    ]  # fmt: skip
+    core = ["NotoSans-Regular-core", "NotoSans-Bold-core"]
+    assert names("Annual plan €25.00 ₹ ₩ ₫ £ ¥ — “x”") == core
+    assert names("Łódź", "Ελληνικά") == [*core, "NotoSans-Regular", "NotoSans-Bold"]
+    assert names("مرحبا", "x") == [*core, "NotoSansArabic-Regular", "NotoSansArabic-Bold"]
     # 東 (U+6771) and 京 (U+4EAC) live in two slices of the CJK face; 東 and 本 share one.
-    assert names("東京")[2:] == ["DroidSansFallback-033", "DroidSansFallback-027"][::-1]
+    assert names("東京")[2:] == ["DroidSansFallback-027", "DroidSansFallback-033"]
     assert len(names("東本")) == 3
 
 
@@ -124,6 +124,13 @@ def test_the_same_receipt_renders_to_the_same_bytes() -> None:
     ids = [PdfReader(io.BytesIO(data)).trailer["/ID"] for data in (first, refunded)]
     assert ids[0][0] == ids[1][0]
     assert ids[0][1] != ids[1][1]
+
+
+def test_only_complex_scripts_are_shaped() -> None:
+    assert not needs_shaping("Café crème — ₹ test 東京 Ελληνικά Привет 안녕")
+    for script in ("arabic", "hebrew", "devanagari", "thai"):
+        assert needs_shaping(SCRIPTS[script]), script
+    assert needs_shaping("e\u0301")  # a combining accent NFC could not fold
 
 
 def test_fonts_read_once_per_thread_give_fpdf2s_own_bytes() -> None:
