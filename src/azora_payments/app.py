@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from azora_payments import telemetry
 from azora_payments.api import (
     audit,
     methods,
@@ -37,6 +38,7 @@ class SchemaNotCurrent(RuntimeError):
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
     owned = services is None
+    telemetry.setup()  # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,4 +89,5 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         trusted_proxies=settings.trusted_proxies,
         rate_limit_ip=settings.rate_limit_ip,
     )
+    telemetry.instrument_app(app)
     return app
