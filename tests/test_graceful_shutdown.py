@@ -40,6 +40,7 @@ async def test_sigterm_lets_a_payment_in_flight_finish_then_exits_0(
         assert response.status_code == 201, response.text
         assert response.json()["status"] == "succeeded"
         code = await asyncio.to_thread(server.proc.wait, 30)
-        assert code == 0, server.output()
+        # uvicorn exits 0, or re-raises the SIGTERM it handled once it has shut down (-15).
+        assert code in (0, -signal.SIGTERM), server.output()
     finally:
         server.stop()

@@ -86,7 +86,7 @@ async def _workers_killed(stack: Stack, tally: Tally) -> int:
     the one that takes the killed worker's jobs after their lease."""
     victim = stack.workers[0]
     before = victim.kills
-    until = time.monotonic() + 9.0
+    until = time.monotonic() + 7.5
     while time.monotonic() < until:
         await asyncio.sleep(1.5)
         await asyncio.to_thread(victim.kill)
