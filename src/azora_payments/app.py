@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from azora_payments import telemetry
 from azora_payments.api import (
     audit,
     methods,
@@ -54,6 +55,7 @@ class SchemaNotCurrent(RuntimeError):
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
     owned = services is None
+    telemetry.setup()  # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -108,4 +110,5 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         webhook_max_body_bytes=settings.webhook_max_body_bytes,
         rate_limit_webhook_failures=settings.rate_limit_webhook_failures,
     )
+    telemetry.instrument_app(app)
     return app

@@ -26,6 +26,7 @@ from azora_payments.errors import (
 from azora_payments.logs import log_fields, request_id_var
 from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from azora_payments.ratelimit import RateLimiter
+from azora_payments.telemetry import annotate
 
 logger = logging.getLogger("azora_payments.access")
 
@@ -85,6 +86,7 @@ class EdgeMiddleware:
         started = time.perf_counter()
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
+        annotate(request_id=request_id)
         client_ip = self.client_ip(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         scope["state"]["client_ip"] = client_ip

@@ -8,15 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy.ext.asyncio as sa_asyncio
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from azora_payments.errors import DatabaseUnavailable
@@ -84,7 +80,7 @@ def create_engine(
             import os
 
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_async_engine(url, poolclass=NullPool, **kwargs)
+        engine = sa_asyncio.create_async_engine(url, poolclass=NullPool, **kwargs)
         _configure_sqlite(engine)
         return engine
     connect_args = pooler_connect_args(pooler)
@@ -93,7 +89,8 @@ def create_engine(
     # Up to twice `pool_size` connections, as before, but all of them kept once opened: an
     # overflow connection closed at check-in is reopened at the next burst, and opening one
     # costs more than a dozen queries (TLS probe, start-up, type introspection).
-    engine = create_async_engine(url, pool_size=2 * pool_size, max_overflow=0, **kwargs)
+    # Called through its module, so that the SQLAlchemy instrumentation (`telemetry`) sees it.
+    engine = sa_asyncio.create_async_engine(url, pool_size=2 * pool_size, max_overflow=0, **kwargs)
     _check_liveness(engine)
     return engine
 

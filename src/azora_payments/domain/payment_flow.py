@@ -51,6 +51,7 @@ from azora_payments.stripe_gateway import (
     StripePaymentMethod,
     StripeRejected,
 )
+from azora_payments.telemetry import annotate
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ async def _charge(
     payment phase 1 committed in this attempt; a resumed attempt reads it back."""
     payment_id = held.payment_id
     assert payment_id is not None
+    annotate(payment_id=payment_id)
     payment = created
     if payment is None:
         async with keys.db.read() as session:

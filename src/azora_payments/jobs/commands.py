@@ -11,6 +11,7 @@ from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from azora_payments import telemetry
 from azora_payments.config import Settings
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.session import Database
@@ -68,7 +69,9 @@ def worker(
             await run_worker(services, options=options, kinds=kinds)
         finally:
             await services.close()
+            telemetry.shutdown()
 
+    telemetry.setup()  # traces when OTEL_EXPORTER_OTLP_ENDPOINT is set, before the engine
     asyncio.run(main())
     return 0
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments import metrics
+from azora_payments import metrics, telemetry
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories.jobs import ClaimedJob
 from azora_payments.db.types import utcnow
@@ -367,8 +367,9 @@ class Worker:
         error: BaseException | None = None
         timed_out = False
         try:
-            async with asyncio.timeout(kind.timeout) as limit:
-                await kind.handler(ctx, job.payload)
+            with telemetry.job_span(job.kind, job.id, job.attempts, job.payload):
+                async with asyncio.timeout(kind.timeout) as limit:
+                    await kind.handler(ctx, job.payload)
         except TimeoutError as exc:
             error, timed_out = exc, limit.expired()
         except Exception as exc:
