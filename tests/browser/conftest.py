@@ -197,6 +197,13 @@ def running_stack(
         merchant_name="Azora Test Shop",
         receipt_from_email="receipts@shop.example",
     )
+    # server_env carries the core settings only: the mail ones are passed here.
+    env = {
+        "SMTP_URL": smtp.url,
+        "MERCHANT_NAME": settings.merchant_name,
+        "RECEIPT_FROM_EMAIL": settings.receipt_from_email,
+        **env,
+    }
     run_id = uuid.uuid4().hex[:6]
     server: Server | None = None
     process: WorkerProcess | None = None

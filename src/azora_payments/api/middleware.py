@@ -33,7 +33,6 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
@@ -47,7 +46,8 @@ DOCS_CSP = (
 # The console: its own styles only, no script, forms only to itself, never framed.
 CONSOLE_CSP = (
     b"content-security-policy",
-    b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    b"default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"form-action 'self'; "
     b"frame-ancestors 'none'; base-uri 'none'",
 )
 
@@ -93,7 +93,10 @@ class EdgeMiddleware:
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
         extra_headers.append(_csp(path))
-        if path.startswith(("/api/", "/console")):
+        # The console's forms need their Origin (with no-referrer, Chromium sends "null").
+        console = path.startswith("/console")
+        extra_headers.append((b"referrer-policy", b"same-origin" if console else b"no-referrer"))
+        if console or path.startswith("/api/"):
             extra_headers.append((b"cache-control", b"no-store"))
 
         early: AzoraError | None = None
