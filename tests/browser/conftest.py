@@ -143,7 +143,7 @@ class WorkerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def wait_started(self, timeout: float = 30.0) -> None:
+    def wait_started(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while '"worker started"' not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -209,7 +209,11 @@ def running_stack(
     process: WorkerProcess | None = None
     try:
         server = Server(settings, tmp_path / f"serve-{run_id}.log", **env)
-        server.wait_ready()
+        try:
+            # Longer than Server.wait_ready's 30 s: a loaded CI machine starts Python slowly.
+            wait_http(f"{server.url}/healthz", timeout=90.0, proc=server.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"server did not start: {exc}\n{server.output()}") from None
         configure_webhook(
             emulator.base_url, url=f"{server.url}/api/webhooks/stripe", secret=WEBHOOK_SECRET
         )

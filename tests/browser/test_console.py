@@ -187,9 +187,14 @@ def test_operator_finds_a_payment_refunds_it_and_resends_its_receipt(
 
     # Re-send the receipt: an e-mail arrives at the test's SMTP server.
     driver.get(f"{console.url}/console/payments/{paid['id']}")
-    click_and_wait(driver, button(driver, "Re-send to buyer@shop.example"))
+    click_and_wait(driver, button(driver, "Re-send the receipt"))
     assert "on its way" in driver.page_source, driver.find_element(by("TAG_NAME"), "main").text
     wait_until(lambda: len(receipt_resends(console)) == 1, what="the re-sent receipt")
+    # And to another address the operator gives.
+    driver.find_element(by("ID"), "resend-email").send_keys("accounts@shop.example")
+    click_and_wait(driver, button(driver, "Re-send the receipt"))
+    wait_until(lambda: len(receipt_resends(console)) == 2, what="the receipt to another address")
+    assert ["accounts@shop.example"] in console.smtp.inbox.recipients
     driver.refresh()
     timeline = driver.find_element(by("ID"), "timeline-h").find_element(by("XPATH"), "..").text
     assert "refund.created" in timeline

@@ -28,14 +28,17 @@ def hourly_bars(
     total_f = sum(f for _, _, f in hours)
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-labelledby="chart-title" preserveAspectRatio="none" '
+        f'aria-labelledby="chart-title" '
         f'xmlns="http://www.w3.org/2000/svg">',
         f'<title id="chart-title">Payments per hour over the last 24 hours: {total_s} '
         f"succeeded, {total_f} failed</title>",
     ]
-    for tick in (0, 0.5, 1):
-        y = top + plot_h - tick * _nice(peak) * scale
-        label = round(tick * _nice(peak))
+    ceiling = _nice(peak)
+    # Whole payments only: a ceiling of 1 gets no half-way line labelled "0".
+    ticks = (0, 0.5, 1) if ceiling % 2 == 0 else (0, 1)
+    for tick in ticks:
+        y = top + plot_h - tick * ceiling * scale
+        label = round(tick * ceiling)
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{AXIS}" stroke-width="0.5" stroke-dasharray="3 3"/>'

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from azora_payments.api.payments import EMAIL as API_EMAIL
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.domain import money
 
@@ -21,6 +22,7 @@ STATUSES = (
 )
 PAY_ID = re.compile(r"^pay_[0-9a-z]{26}$")
 INTENT_ID = re.compile(r"^pi_[A-Za-z0-9_]{1,250}$")
+EMAIL = re.compile(API_EMAIL)
 AMOUNT = re.compile(r"^\d{1,12}(?:\.\d{1,3})?$")
 
 

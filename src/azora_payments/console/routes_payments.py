@@ -136,6 +136,9 @@ async def resend_receipt(
     services: ServicesDep,
 ) -> Response:
     detail = await _detail(services, payment_id)
+    to = form.get("email") or None
+    if to is not None and not forms.EMAIL.match(to):
+        raise ConsolePageError(f"“{to}” is not an e-mail address.")
     await receipts.request_email(
         db=services.db,
         limiter=services.limiter,
@@ -143,6 +146,7 @@ async def resend_receipt(
         user=operator.user,
         actor=actor_for(request, operator),
         payment_id=detail.payment.id,
+        to=to,
     )
     return see_other(f"/console/payments/{detail.payment.id}?notice=receipt_sent")
 

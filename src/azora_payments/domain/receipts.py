@@ -18,7 +18,7 @@ from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit
 from azora_payments.domain.audit import Actor
-from azora_payments.errors import PaymentNotFound, ReceiptNotReady
+from azora_payments.errors import Forbidden, PaymentNotFound, ReceiptNotReady
 from azora_payments.ids import new_id
 from azora_payments.jobs.queue import enqueue
 from azora_payments.pdf import ReceiptDocument, RefundLine
@@ -156,9 +156,19 @@ async def get_document(
 
 
 async def request_email(
-    *, db: Database, limiter: RateLimiter, limit: str, user: User, actor: Actor, payment_id: str
+    *,
+    db: Database,
+    limiter: RateLimiter,
+    limit: str,
+    user: User,
+    actor: Actor,
+    payment_id: str,
+    to: str | None = None,
 ) -> dict[str, Any]:
-    """Queue another sending of the receipt (its own job), rate limited per payment."""
+    """Queue another sending of the receipt (its own job), rate limited per payment; `to`, an
+    operator's choice of another address than the payment's."""
+    if to is not None and not user.is_operator:
+        raise Forbidden("Only an operator may send a receipt to another address.")
     async with db.read() as session:
         _, receipt = await _visible(session, user=user, payment_id=payment_id)
     await limiter.check(limit, "receipt_email", payment_id)
@@ -167,7 +177,7 @@ async def request_email(
         await enqueue(
             session,
             kind=EMAIL,
-            payload={"receipt_id": receipt.id, "resend": resend},
+            payload={"receipt_id": receipt.id, "resend": resend, **({"to": to} if to else {})},
             unique_key=f"receipt-email:{receipt.id}:{resend}",
         )
         audit.record(
@@ -175,7 +185,7 @@ async def request_email(
             actor=actor,
             action="receipt.email_requested",
             payment_id=payment_id,
-            details={"receipt_id": receipt.id},
+            details={"receipt_id": receipt.id, **({"to": to} if to else {})},
         )
     return receipt_view(receipt)
 

@@ -62,7 +62,8 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
         doc = await receipts.document(session, receipt=receipt, payment=payment, settings=settings)
     fields = log_fields(receipt_id=receipt_id, payment_id=payment.id)
     mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
-    recipient = payment.receipt_email
+    # A re-send may go to another address an operator gave; the first sending never does.
+    recipient = str(payload.get("to") or "") or payment.receipt_email
     if not recipient or mailer.delivery is Delivery.NOWHERE:
         reason = "no address" if not recipient else "no SMTP_URL or MAIL_OUTBOX_DIR"
         logger.warning(f"receipt e-mail not sent: {reason}", extra=fields)
