@@ -258,3 +258,22 @@ async def test_large_refund_waits_for_a_second_operator(
         ("refund.created", "ops_2"),
         ("refund.succeeded", "stripe"),
     ]
+
+
+async def test_two_stale_forms_cannot_refund_more_than_the_payment(
+    console: httpx.AsyncClient, console_services: Services
+) -> None:
+    paid = await pay(console, unique_user(), amount=3000, currency="eur")
+    await sign_in(console)
+    forms = [await _refund_form(console, paid["id"]) for _ in range(2)]
+    answers = []
+    for csrf, key in forms:  # two tabs, each reviewed while the other had not refunded
+        confirm = {"csrf": csrf, "key": key, "amount_minor": "2000", "reason": ""}
+        answers.append(
+            await console.post(f"/console/payments/{paid['id']}/refund/confirm", data=confirm)
+        )
+    assert [a.status_code for a in answers] == [201, 422]
+    assert "at most <strong>€10.00</strong> can still be refunded" in answers[1].text
+    async with console_services.db.read() as session:
+        refunds = (await session.scalars(select(Refund))).all()
+    assert [(r.amount, r.status) for r in refunds] == [(2000, "succeeded")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azora_payments.db.models import (
@@ -24,6 +24,7 @@ from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories import notifications as notifications_repo
 from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.db.repositories import stats
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.db.session import Database
 from azora_payments.domain import refunds as refunds_domain
@@ -263,8 +264,6 @@ class Overview:
 
 
 async def _window(session: Any, label: str, since: datetime) -> Window:
-    from azora_payments.db.repositories import stats
-
     totals = await stats.payment_totals(session, since=since)
     refunds = await stats.refund_totals(session, since=since)
     by_currency: dict[str, dict[str, int]] = {}
@@ -298,10 +297,6 @@ async def _window(session: Any, label: str, since: datetime) -> Window:
 
 
 async def overview(*, db: Database, now: datetime) -> Overview:
-    from datetime import UTC, timedelta
-
-    from azora_payments.db.repositories import stats
-
     day_start = now - timedelta(hours=24)
     async with db.read() as session:
         windows = [

@@ -151,10 +151,15 @@ async def resend_receipt(
     return see_other(f"/console/payments/{detail.payment.id}?notice=receipt_sent")
 
 
-def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refunds.RefundRequest:
+def _reason(form: dict[str, str]) -> str | None:
     reason = form.get("reason") or None
     if reason not in {None, *(code for code, _ in REASONS)}:
         raise ConsolePageError("Choose a reason from the list.")
+    return reason
+
+
+def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refunds.RefundRequest:
+    reason = _reason(form)
     text = form.get("amount", "")
     currency = detail.payment.currency
     try:
@@ -219,9 +224,11 @@ async def confirm_refund(
         raise ConsolePageError(
             "The confirmation form is incomplete: open the payment again."
         ) from None
-    reason = form.get("reason") or None
-    refund = _refund_request(detail, {"amount": "", "reason": reason or ""})
-    refund = refunds.RefundRequest(payment_id=refund.payment_id, amount=amount, reason=reason)
+    if amount < 1:
+        raise ConsolePageError("The amount to refund must be positive.")
+    refund = refunds.RefundRequest(
+        payment_id=detail.payment.id, amount=amount, reason=_reason(form)
+    )
     key = _form_key(form)
     actor = actor_for(request, operator)
     if refund_approvals.needs_approval(amount, services.settings.console_refund_approval_above):
@@ -240,13 +247,15 @@ async def confirm_refund(
         key=key,
         fingerprint=refund_approvals.refund_fingerprint(refund),
     )
-    return _refund_result(request, operator, detail, answer)
+    return await _refund_result(request, operator, services, detail.payment.id, answer)
 
 
-def _refund_result(
-    request: Request, operator: Any, detail: reads.PaymentDetail, answer: Any
+async def _refund_result(
+    request: Request, operator: Any, services: Any, payment_id: str, answer: Any
 ) -> Response:
     body: dict[str, Any] = json.loads(answer.stored.body)
+    # Read after the refund: what remains now (the domain's own message counts minor units).
+    detail = await _detail(services, payment_id)
     return page(
         request,
         "refund_result.html",
@@ -255,6 +264,7 @@ def _refund_result(
         p=detail.payment,
         ok=answer.stored.status == 201,
         body=body,
+        refundable=detail.refundable,
         replayed=answer.replayed,
     )
 
@@ -275,8 +285,7 @@ async def approve(
         actor=actor_for(request, operator),
     )
     body = json.loads(answer.stored.body)
-    detail = await _detail(services, str(body.get("payment_id", "")))
-    return _refund_result(request, operator, detail, answer)
+    return await _refund_result(request, operator, services, str(body.get("payment_id")), answer)
 
 
 @router.post("/approvals/{approval_id}/reject")
