@@ -314,7 +314,10 @@ def test_replay_a_parked_event_and_retry_a_dead_job(browser: Any, console: Stack
     wait_until(
         lambda: len(console.smtp.inbox.messages) > sent_before, what="the retried e-mail job"
     )
-    assert db_run(console, lambda s: _job_status(s, job_id)) == "done"
+    wait_until(
+        lambda: db_run(console, lambda s: _job_status(s, job_id)) == "done",
+        what="the retried job recorded done",
+    )
 
     for name in ("disputes", "notifications", "approvals"):
         driver.get(f"{console.url}/console/{name}")
