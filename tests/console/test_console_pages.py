@@ -15,6 +15,7 @@ from azora_payments.db.models import AuditRecord, Job, Notification, WebhookEven
 from azora_payments.db.types import utcnow
 from azora_payments.domain import notifications
 from azora_payments.ids import new_id
+from azora_payments.jobs.queue import enqueue
 from azora_payments.services import Services
 from tests.console.conftest import csrf_of, sign_in
 from tests.receipts.conftest import run_receipt_jobs, seed_succeeded
@@ -387,3 +388,20 @@ async def test_approval_can_be_rejected_by_another_operator(
         "No refund is waiting"
         in (await sign_in(console) and await console.get("/console/approvals")).text
     )
+
+
+async def test_dead_jobs_link_to_their_payment_through_the_ids_they_carry(
+    signed_in: httpx.AsyncClient, console_services: Services
+) -> None:
+    payment_id = await seed_succeeded(console_services)
+    await run_receipt_jobs(console_services, "receipt.issue")  # queues receipt.email (receipt_id)
+    async with console_services.db.transaction() as session:
+        await session.execute(update(Job).where(Job.kind == "receipt.email").values(status="dead"))
+        await enqueue(session, kind="stripe.event.apply", payload={"event_id": "evt_unknown"})
+        await enqueue(session, kind="refund.email", payload={"refund_id": "rf_unknown"})
+        await session.execute(update(Job).where(Job.status == "ready").values(status="dead"))
+    page = (await signed_in.get("/console/jobs")).text
+    assert "receipt.email" in page
+    assert f"/console/payments/{payment_id}" in page
+    assert "stripe.event.apply" in page
+    assert "refund.email" in page

@@ -24,6 +24,8 @@ from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories import notifications as notifications_repo
 from azora_payments.db.repositories import payments as payments_repo
+from azora_payments.db.repositories import receipts as receipts_repo
+from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.repositories import stats
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.db.session import Database
@@ -192,17 +194,31 @@ class JobRow:
     payment_id: str | None
 
 
+async def _payment_of_job(session: Any, payload: Any) -> str | None:
+    """The payment a job is about, from the ids its payload carries (jobs take ids)."""
+    if not isinstance(payload, dict):
+        return None
+    if payload.get("payment_id"):
+        return str(payload["payment_id"])
+    if payload.get("receipt_id"):
+        receipt = await receipts_repo.get(session, str(payload["receipt_id"]))
+        return receipt.payment_id if receipt is not None else None
+    if payload.get("refund_id"):
+        refund = await refunds_repo.get(session, str(payload["refund_id"]))
+        return refund.payment_id if refund is not None else None
+    if payload.get("event_id"):
+        event = await events_repo.get(session, str(payload["event_id"]))
+        return await _payment_of_object(session, event.object_id if event else None)
+    if payload.get("id"):
+        notification = await notifications_repo.get(session, str(payload["id"]))
+        return notification.payment_id if notification is not None else None
+    return None
+
+
 async def dead_jobs(*, db: Database) -> list[JobRow]:
     async with db.read() as session:
         rows = await jobs_repo.list_jobs(session, status="dead", limit=LIST_SIZE)
-        out = []
-        for job in rows:
-            payment_id = job.payload.get("payment_id") if isinstance(job.payload, dict) else None
-            if payment_id is None and isinstance(job.payload, dict) and "id" in job.payload:
-                notification = await notifications_repo.get(session, str(job.payload["id"]))
-                payment_id = notification.payment_id if notification is not None else None
-            out.append(JobRow(job, str(payment_id) if payment_id else None))
-        return out
+        return [JobRow(job, await _payment_of_job(session, job.payload)) for job in rows]
 
 
 async def failed_notifications(*, db: Database) -> Sequence[Notification]:
