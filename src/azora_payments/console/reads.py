@@ -29,6 +29,7 @@ from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.repositories import stats
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.db.session import Database
+from azora_payments.domain import money
 from azora_payments.domain import refunds as refunds_domain
 from azora_payments.pagination import decode_cursor, encode_cursor
 
@@ -73,8 +74,11 @@ class PaymentDetail:
     timeline: list[TimelineEntry] = field(default_factory=list)
 
 
-def _details(details: dict[str, Any]) -> str | None:
-    shown = {k: v for k, v in details.items() if k != "channel" and v is not None}
+def _details(details: dict[str, Any], currency: str) -> str | None:
+    shown = {k: v for k, v in details.items() if k not in ("channel", "currency") and v is not None}
+    for key in ("amount", "amount_refunded"):
+        if isinstance(shown.get(key), int):
+            shown[key] = money.format_amount(shown[key], currency)
     text = ", ".join(f"{k}: {v}" for k, v in shown.items())
     channel = details.get("channel")
     if channel:
@@ -82,14 +86,14 @@ def _details(details: dict[str, Any]) -> str | None:
     return text or None
 
 
-def _audit_entry(record: AuditRecord) -> TimelineEntry:
+def _audit_entry(record: AuditRecord, currency: str) -> TimelineEntry:
     kind = "email" if record.action in EMAIL_ACTIONS else "audit"
     return TimelineEntry(
         at=record.at,
         kind=kind,
         title=record.action,
         actor=record.actor,
-        detail=_details(record.details or {}),
+        detail=_details(record.details or {}, currency),
     )
 
 
@@ -138,7 +142,7 @@ async def payment_detail(*, db: Database, payment_id: str) -> PaymentDetail | No
         stripe_events = await events_repo.about_objects(session, objects)
         notifications = await notifications_repo.of_payment(session, payment.id)
     timeline = [
-        *(_audit_entry(r) for r in records),
+        *(_audit_entry(r, payment.currency) for r in records),
         *(_event_entry(e) for e in stripe_events),
         *(_notification_entry(n) for n in notifications),
     ]

@@ -70,6 +70,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_refunds_created_at", "refunds", ["created_at"])
     op.create_index(
+        "ix_payments_created_at_status_currency_amount",
+        "payments",
+        ["created_at", "status", "currency", "amount"],
+    )
+    op.create_index(
         "ix_payments_disputed_updated_at_id", "payments", ["disputed", "updated_at", "id"]
     )
     op.create_index(
@@ -82,6 +87,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_notifications_delivered_at_created_at_id", table_name="notifications")
     op.drop_index("ix_payments_disputed_updated_at_id", table_name="payments")
+    op.drop_index("ix_payments_created_at_status_currency_amount", table_name="payments")
     op.drop_index("ix_refunds_created_at", table_name="refunds")
     op.drop_index("ix_refund_approvals_status_created_at", table_name="refund_approvals")
     op.drop_index("ix_refund_approvals_payment_id_created_at", table_name="refund_approvals")
