@@ -405,3 +405,23 @@ async def test_dead_jobs_link_to_their_payment_through_the_ids_they_carry(
     assert f"/console/payments/{payment_id}" in page
     assert "stripe.event.apply" in page
     assert "refund.email" in page
+
+
+async def test_thirty_day_figures_are_kept_a_minute_and_say_so(
+    signed_in: httpx.AsyncClient, console_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azora_payments.console import reads
+
+    await seed_succeeded(console_services, amount=1000, currency="usd", enqueue=False)
+    first = (await signed_in.get("/console")).text
+    assert "As of" not in first
+    await seed_succeeded(console_services, amount=3000, currency="usd", enqueue=False)
+    cached = (await signed_in.get("/console")).text
+    day, month = cached.split("Last 30 days", 1)
+    assert "$40.00" in day  # the day's figures are live
+    assert "$10.00" in month
+    assert "$40.00" not in month
+    assert "As of" in month
+    monkeypatch.setattr(reads, "LONG_WINDOW_SECONDS", 0.0)
+    fresh = (await signed_in.get("/console")).text
+    assert "$40.00" in fresh.split("Last 30 days", 1)[1]
