@@ -109,6 +109,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=50, help="per page")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="an existing database already loaded by history_bench's loader (kept as it is)",
+    )
     args = parser.parse_args()
     if not 300_000 <= args.payments <= 5_000_000 or not 1 <= args.requests <= 10_000:
         parser.error("--payments 300000..5000000, --requests 1..10000")
@@ -120,14 +125,16 @@ def main() -> None:
         f"load average {loadavg()}"
     )
     name = f"azora_bench_console_{uuid.uuid4().hex[:8]}"
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = args.database_url or ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    if args.database_url is None:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     server: subprocess.Popen[bytes] | None = None
     log: BinaryIO | None = None
     workdir = Path(tempfile.mkdtemp(prefix="azora-bench-"))
     try:
         upgrade(url)
-        asyncio.run(load(url, args.payments))
+        if args.database_url is None:
+            asyncio.run(load(url, args.payments))
         port = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))},
@@ -167,7 +174,8 @@ def main() -> None:
         print(f"# load average after: {loadavg()}; aim: every page under 50 ms")
     finally:
         stop_server(server, log, workdir)
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if args.database_url is None:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
