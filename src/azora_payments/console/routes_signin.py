@@ -4,6 +4,7 @@ session cookie; customer tokens are refused."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from fastapi import APIRouter, Request, Response
@@ -68,8 +69,17 @@ async def login(request: Request, services: ServicesDep) -> Response:
     form = await read_form(request)
     if not same_origin(request):
         raise ConsolePageError("Sign in from the console's own page.")
-    token = form.get("token", "")
     target = _next(form.get("next"))
+    try:
+        return await _sign_in(request, services, form.get("token", ""), target)
+    except (Unauthenticated, Forbidden) as refused:
+        # The sign-in page again, saying why: the next token can be pasted at once.
+        return page(
+            request, "login.html", status=refused.status, next=target, message=refused.detail
+        )
+
+
+async def _sign_in(request: Request, services: Any, token: str, target: str) -> Response:
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise Unauthenticated("Paste an operator token (a JWT) to sign in.")
     try:
