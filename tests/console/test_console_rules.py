@@ -279,3 +279,24 @@ async def test_two_stale_forms_cannot_refund_more_than_the_payment(
     async with console_services.db.read() as session:
         refunds = (await session.scalars(select(Refund))).all()
     assert [(r.amount, r.status) for r in refunds] == [(2000, "succeeded")]
+
+
+async def test_a_session_opened_on_one_server_is_known_to_every_other(
+    console: httpx.AsyncClient, console_settings: Settings
+) -> None:
+    from tests.conftest import open_services
+
+    await sign_in(console)
+    secret = console.cookies["__Host-azora-console"]
+    # Another process: its own engine and services, the same database.
+    async with (
+        open_services(console_settings) as other_services,
+        browser_like(console_settings, other_services) as other,
+    ):
+        other.cookies.set("__Host-azora-console", secret)
+        page = await other.get("/console")
+        assert page.status_code == 200
+        out = await other.post("/console/logout", data={"csrf": csrf_of(page.text)})
+        assert out.status_code == 303
+    # Signed out there: signed out here too.
+    assert (await console.get("/console")).status_code == 303
