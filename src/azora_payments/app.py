@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from azora_payments import telemetry
+from azora_payments import console, telemetry
 from azora_payments.api import (
     audit,
     methods,
@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         app.include_router(router)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
+    console.install(app, settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     # Abandoned 3-D Secure payments are canceled at Stripe after this (API.md).
     requires_action_expires_hours: int = Field(default=24, ge=1, le=24 * 30)
 
+    # The operator console: on in dev, off elsewhere unless CONSOLE_ENABLED says so.
+    console_enabled: bool | None = None
+    console_session_hours: float = Field(default=8, gt=0, le=24 * 7)
+    console_refund_approval_above: int | None = Field(default=None, ge=0)
+
     @field_validator(
         "stripe_webhook_secret", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
     )
@@ -310,6 +315,12 @@ class Settings(BaseSettings):
     @property
     def stripe_livemode(self) -> bool:
         return bool(self.stripe_secret_key and "_live_" in self.stripe_secret_key)
+
+    @property
+    def console_on(self) -> bool:
+        if self.console_enabled is not None:
+            return self.console_enabled
+        return self.environment == "dev"
 
     @property
     def is_postgres(self) -> bool:

@@ -64,6 +64,18 @@ def test_dev_stack_saves_a_card_and_stops_cleanly(tmp_path: Path) -> None:
         assert audit.status_code == 200
         assert {r["action"] for r in audit.json()["data"]} >= {"payment_method.saved"}
         assert (tmp_path / "var" / "dev" / "azora-dev.db").exists()
+
+        # The console's one-time link: a GET shows a button, the POST signs in, once.
+        link = lines["console sign-in"].split()[0]
+        nonce = link.rsplit("/", 1)[1]
+        assert link.startswith(f"{base}/console/login/link/")
+        assert "eyJ" not in link
+        assert httpx.get(link, timeout=5).status_code == 200
+        redeemed = httpx.post(f"{base}/console/login/link", data={"nonce": nonce}, timeout=10)
+        assert redeemed.status_code == 303
+        assert redeemed.headers["set-cookie"].startswith("__Host-azora-console=")
+        used = httpx.post(f"{base}/console/login/link", data={"nonce": nonce}, timeout=10)
+        assert used.status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

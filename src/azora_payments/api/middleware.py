@@ -35,7 +35,6 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 API_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
@@ -44,6 +43,14 @@ DOCS_CSP = (
     b"content-security-policy",
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+)
+
+# The console: its own styles only, no script, forms only to itself, never framed.
+CONSOLE_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"form-action 'self'; "
+    b"frame-ancestors 'none'; base-uri 'none'",
 )
 
 
@@ -101,8 +108,11 @@ class EdgeMiddleware:
 
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
-        extra_headers.append(DOCS_CSP if path.startswith("/docs") else API_CSP)
-        if path.startswith("/api/"):
+        extra_headers.append(_csp(path))
+        # The console's forms need their Origin (with no-referrer, Chromium sends "null").
+        console = path.startswith("/console")
+        extra_headers.append((b"referrer-policy", b"same-origin" if console else b"no-referrer"))
+        if console or path.startswith("/api/"):
             extra_headers.append((b"cache-control", b"no-store"))
 
         webhook = path == WEBHOOK_PATH
@@ -288,6 +298,14 @@ def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def _csp(path: str) -> tuple[bytes, bytes]:
+    if path.startswith("/docs"):
+        return DOCS_CSP
+    if path.startswith("/console") and not path.endswith(".pdf"):
+        return CONSOLE_CSP
+    return API_CSP
 
 
 def _headers(scope: Scope, name: bytes) -> list[str]:

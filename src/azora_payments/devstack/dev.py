@@ -7,6 +7,7 @@ and an operator, and a ready test card, so a newcomer saves a card from `/docs` 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -145,6 +146,8 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
                     f"  E-mails:          {mail_dir}/",
                     f"  demo user token:  {demo}",
                     f"  operator token:   {operator}",
+                    f"  console sign-in:  {_console_link(env['DATABASE_URL'], url)}"
+                    "   (one use, within a minute; or paste the operator token)",
                     f"  test card:        {card}   (or pm_card_visa, pm_card_chargeDeclined,"
                     " pm_card_threeDSecure2Required)",
                     "",
@@ -165,6 +168,26 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
         return 1 if failed and not received else 0
     finally:
         stop()
+
+
+def _console_link(database_url: str, url: str) -> str:
+    """A one-time console sign-in link for the demo operator: a nonce, never a token, in it."""
+    from azora_payments.auth import OPERATOR_ROLE, User
+    from azora_payments.db.session import Database
+    from azora_payments.domain.console_sessions import create_sign_in_link
+
+    operator = User(
+        id="demo-operator", email="ops@azora.example", name="Demo Operator", roles=(OPERATOR_ROLE,)
+    )
+
+    async def make() -> str:
+        db = Database(database_url, pool_size=1)
+        try:
+            return await create_sign_in_link(db=db, operator=operator)
+        finally:
+            await db.dispose()
+
+    return f"{url}/console/login/link/{asyncio.run(make())}"
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -266,3 +266,8 @@ async def _fail(session: AsyncSession, payment: Payment, row: Refund, code: str)
         details={"refund_id": row.id, "code": code},
     )
     await outcomes.refund_status_changed(session, payment, row, previous=previous)
+
+
+def refundable(payment: Payment, refunds: list[Refund]) -> int:
+    """What may still be refunded: the amount less refunds made or still pending."""
+    return max(_remaining(payment, refunds), 0)
