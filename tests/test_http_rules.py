@@ -13,7 +13,6 @@ import pytest
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
 
-from azora_payments.api.body import MAX_JSON_DEPTH, json_depth_exceeds
 from azora_payments.app import create_app
 from azora_payments.config import Settings
 from tests.conftest import bearer, make_token
@@ -46,6 +45,8 @@ def raw_nested(depth: int) -> str:
     ("depth", "deeper"), [(0, False), (1, False), (64, False), (65, True), (500, True)]
 )
 def test_depth_is_counted_in_containers(depth: int, deeper: bool) -> None:
+    from azora_payments.api.body import MAX_JSON_DEPTH, json_depth_exceeds
+
     assert json_depth_exceeds(nested(depth), MAX_JSON_DEPTH) is deeper
     assert json_depth_exceeds({"a": 1, "b": [nested(depth)]}, MAX_JSON_DEPTH + 2) is deeper
 

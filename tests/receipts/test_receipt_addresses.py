@@ -14,7 +14,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from azora_payments.addresses import InvalidAddress, plain_address
 from azora_payments.config import Settings
 from azora_payments.db.models import AuditRecord, Payment
 from azora_payments.services import Services
@@ -58,6 +57,8 @@ NOT_ONE_PLAIN_ADDRESS = [
 
 @pytest.mark.parametrize("value", NOT_ONE_PLAIN_ADDRESS)
 def test_only_one_plain_address_passes(value: str) -> None:
+    from azora_payments.addresses import InvalidAddress, plain_address
+
     with pytest.raises(InvalidAddress):
         plain_address(value)
 
@@ -66,6 +67,8 @@ def test_only_one_plain_address_passes(value: str) -> None:
     "value", ["a@shop.example", "first.last+tag@mail.shop.example", "o'neil@xn--bcher-kva.example"]
 )
 def test_plain_addresses_pass_as_written(value: str) -> None:
+    from azora_payments.addresses import plain_address
+
     assert plain_address(value) == value
 
 

@@ -27,13 +27,7 @@ from azora_payments.db.models import Job, Receipt
 from azora_payments.db.types import utcnow
 from azora_payments.domain import receipts
 from azora_payments.domain.receipt_content import content_of
-from azora_payments.mail import (
-    Delivery,
-    Mailer,
-    StartTlsRequired,
-    envelope_recipient,
-    receipt_message,
-)
+from azora_payments.mail import Delivery, Mailer, receipt_message
 from tests.conftest import make_settings, open_services
 from tests.receipts.conftest import SAMPLE, SmtpServer, run_receipt_jobs, seed_succeeded
 
@@ -181,6 +175,8 @@ def message(recipient: str = "buyer@shop.example") -> Any:
 
 async def test_credentials_are_never_sent_without_starttls(server: AuthServer) -> None:
     server.start()  # offers AUTH in clear, no STARTTLS: what a stripping attacker shows
+    from azora_payments.mail import StartTlsRequired
+
     mailer = Mailer(smtp_url=f"smtp://shop:{PASSWORD}@127.0.0.1:{server.port}", outbox_dir=None)
     with pytest.raises(StartTlsRequired):
         await mailer.send(message())
@@ -236,6 +232,8 @@ async def test_without_credentials_starttls_is_used_when_offered(
 
 @pytest.mark.parametrize("to", ["a@shop.example, root", "a@shop.example; b@shop.example", "root"])
 def test_a_message_has_one_plain_recipient(to: str) -> None:
+    from azora_payments.mail import envelope_recipient
+
     mail = message()
     del mail["To"]
     mail["To"] = to
