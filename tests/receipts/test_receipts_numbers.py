@@ -160,3 +160,34 @@ async def test_two_renderers_store_one_new_version(receipt_settings: Settings) -
     assert [v.version for v in versions] == [1, 2]
     assert {r.version for r in results} == {2}
     assert len({r.data for r in results}) == 1
+
+
+async def test_a_lost_object_is_put_back_under_its_own_version(
+    receipt_settings: Settings, receipt_services: Services
+) -> None:
+    """The same page renders to the same bytes, so a stored object that went missing is put
+    back as the version it was, not counted as a new one."""
+    from pathlib import Path
+
+    from azora_payments.db.repositories import receipts as receipts_repo
+
+    payment_id = await seed_succeeded(receipt_services, receipt_email=None)
+    await run_receipt_jobs(receipt_services, receipts.ISSUE)
+    async with receipt_services.db.read() as session:
+        receipt = await receipts_repo.of_payment(session, payment_id)
+        assert receipt is not None
+        [version] = await receipts_repo.versions_of(session, receipt.id)
+    stored = Path(receipt_settings.receipt_storage) / version.storage_key
+    original = stored.read_bytes()
+    stored.unlink()
+    again = await receipts.current_pdf(
+        db=receipt_services.db,
+        storage=receipt_services.storage,
+        settings=receipt_settings,
+        receipt_id=receipt.id,
+        reason="requested",
+    )
+    assert (again.version, again.data) == (1, original)
+    assert stored.read_bytes() == original
+    async with receipt_services.db.read() as session:
+        assert len(await receipts_repo.versions_of(session, receipt.id)) == 1
