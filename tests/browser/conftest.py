@@ -257,7 +257,7 @@ def stack(start_stack: Callable[..., Stack]) -> Stack:
     return start_stack()
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 45.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

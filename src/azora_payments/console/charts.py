@@ -15,10 +15,11 @@ TEXT = "#4a5568"
 
 
 def hourly_bars(
-    hours: Sequence[tuple[datetime, int, int]], *, width: int = 720, height: int = 220
+    hours: Sequence[tuple[datetime, int, int]], *, width: int = 600, height: int = 210
 ) -> Markup:
     """Payments per hour, succeeded and failed stacked, one bar per hour."""
-    left, right, top, bottom = 36, 8, 12, 28
+    # Sized so that its 14-unit labels stay readable when a phone shrinks it to ~340 px.
+    left, right, top, bottom = 40, 8, 12, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max([s + f for _, s, f in hours] + [1])
     scale = plot_h / _nice(peak)
@@ -44,7 +45,7 @@ def hourly_bars(
             f'stroke="{AXIS}" stroke-width="0.5" stroke-dasharray="3 3"/>'
         )
         parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="14" '
             f'fill="{TEXT}">{label}</text>'
         )
     for n, (hour, ok, failed) in enumerate(hours):
@@ -67,7 +68,7 @@ def hourly_bars(
         if n % 6 == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height - 8}" text-anchor="middle" '
-                f'font-size="11" fill="{TEXT}">{hour:%H}:00</text>'
+                f'font-size="14" fill="{TEXT}">{hour:%H}:00</text>'
             )
     parts.append(
         f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" '
