@@ -279,7 +279,7 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     fault = request.app[STATE_KEY].take_fault(request)
     if fault is None:
         return await handler(request)
-    if fault.after:
+    if fault.after or fault.status == 200:
         # Like Stripe, finish the work even if the client goes away during the delay: read the
         # body now (aiohttp caches it), as a lost connection makes later reads raise.
         await request.read()
