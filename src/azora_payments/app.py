@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 
 from azora_payments.api import (
     audit,
+    checkout,
     methods,
     notifications,
     ops,
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         refunds.router,
         webhooks.router,
         notifications.router,
+        checkout.router,
     )
     for router in routers:
         app.include_router(router)

@@ -85,7 +85,7 @@ class EdgeMiddleware:
 
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
-        extra_headers.append(DOCS_CSP if path.startswith("/docs") else API_CSP)
+        default_csp = DOCS_CSP if path.startswith("/docs") else API_CSP
         if path.startswith("/api/"):
             extra_headers.append((b"cache-control", b"no-store"))
 
@@ -95,7 +95,7 @@ class EdgeMiddleware:
         else:
             early = await self._check_ip_limit(scope, path, client_ip)
         if early is not None:
-            await self._send_problem(send, early, extra_headers)
+            await self._send_problem(send, early, [*extra_headers, default_csp])
             self._observe(scope, early.status, started)
             request_id_var.reset(token)
             return
@@ -112,7 +112,9 @@ class EdgeMiddleware:
                     # while reading a body into a 400) is dropped by `send_with_headers`.
                     if not response_started and not rejected:
                         rejected = response_started = True
-                        await self._send_problem(send, PayloadTooLarge(), extra_headers)
+                        await self._send_problem(
+                            send, PayloadTooLarge(), [*extra_headers, default_csp]
+                        )
                     raise _BodyTooLarge
             return message
 
@@ -126,7 +128,10 @@ class EdgeMiddleware:
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
                 ]
-                message["headers"] = headers + extra_headers
+                # A page that sets its own policy (the checkout page) keeps it alone: two
+                # policies would both be enforced.
+                own_csp = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                message["headers"] = headers + extra_headers + ([] if own_csp else [default_csp])
             await send(message)
 
         try:
@@ -139,7 +144,7 @@ class EdgeMiddleware:
                     # client sees a broken response rather than a complete-looking truncated one.
                     raise
                 logger.exception("unhandled error")
-                await self._send_problem(send, InternalError(), extra_headers)
+                await self._send_problem(send, InternalError(), [*extra_headers, default_csp])
         finally:
             if rejected:
                 status = 413

@@ -50,16 +50,22 @@ class ProcessIn(BaseModel):
         return value
 
 
-def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
-    currency = body.currency.lower()
+def check_charge(amount: int, currency: str, currencies: list[str]) -> str:
+    """The currency, lower case, once it is one we take and `amount` a chargeable amount of it."""
+    currency = currency.lower()
     if currency not in currencies:
         raise ValidationFailed(
             errors=[{"field": "currency", "message": f"{currency} is not a supported currency"}]
         )
     try:
-        money.check_charge_amount(body.amount, currency)
+        money.check_charge_amount(amount, currency)
     except money.InvalidAmount as exc:
         raise ValidationFailed(errors=[{"field": "amount", "message": str(exc)}]) from None
+    return currency
+
+
+def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
+    currency = check_charge(body.amount, body.currency, currencies)
     return payment_flow.PaymentRequest(
         amount=body.amount,
         currency=currency,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
-from azora_payments.domain import notifications, receipts
+from azora_payments.domain import checkout_state, notifications, receipts
 from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
 
@@ -32,6 +32,7 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
     )
     if payment.status == "succeeded":
         await receipts.enqueue_issue(session, payment)
+        await checkout_state.payment_succeeded(session, payment)
     kind = notifications.PAYMENT_TYPES.get(payment.status)
     if kind is not None:
         await _tell_payment(session, payment, kind)

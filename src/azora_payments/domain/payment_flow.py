@@ -62,6 +62,11 @@ class PaymentRequest:
     metadata: dict[str, str]
     save_payment_method: bool
     receipt_email: str | None
+    # Set when the payment is an attempt to pay a checkout session (domain/checkout.py).
+    checkout_session_id: str | None = None
+
+
+PROCESS_PATH = "/api/payments/process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +86,14 @@ async def process(
     request: PaymentRequest,
     key: str,
     fingerprint: str,
+    scope: str | None = None,
+    path: str = PROCESS_PATH,
 ) -> Answer:
+    """Take the payment under `key`, scoped to the caller (`scope`, default the user's id: a
+    checkout session scopes its attempts to itself)."""
+    scope = scope or user.id
     begun = await keys.begin(
-        user_id=user.id,
-        key=key,
-        method="POST",
-        path="/api/payments/process",
-        fingerprint=fingerprint,
+        user_id=scope, key=key, method="POST", path=path, fingerprint=fingerprint
     )
     if isinstance(begun, Stored):
         return Answer(begun, replayed=True)
@@ -107,7 +113,7 @@ async def process(
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
         raise
-    await keys.remember(user_id=user.id, key=key, fingerprint=fingerprint, answer=answer.stored)
+    await keys.remember(user_id=scope, key=key, fingerprint=fingerprint, answer=answer.stored)
     return answer
 
 
@@ -156,6 +162,7 @@ async def _create_payment(
         card_exp_month=card.exp_month if card else None,
         card_exp_year=card.exp_year if card else None,
         stripe_customer_id=customer_id,
+        checkout_session_id=request.checkout_session_id,
         disputed=False,
         created_at=now,
         updated_at=now,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from azora_payments.jobs import cleanup, events, idempotency, notifications, receipts, refunds
+from azora_payments.jobs import (
+    checkout,
+    cleanup,
+    events,
+    idempotency,
+    notifications,
+    receipts,
+    refunds,
+)
 
 # Add a line per handler module (receipts, mail, notifications, webhook events, reconciliation).
-MODULES = (cleanup, idempotency, events, notifications, receipts, refunds)
+MODULES = (cleanup, idempotency, events, notifications, receipts, refunds, checkout)
