@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from azora_payments import console
 from azora_payments.api import (
     audit,
     checkout,
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     )
     for router in routers:
         app.include_router(router)
+    console.install(app, settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     reconcile_after_seconds: int = Field(default=900, ge=1)
 
+    # The operator console: on in dev, off elsewhere unless CONSOLE_ENABLED says so.
+    console_enabled: bool | None = None
+    console_session_hours: float = Field(default=8, gt=0, le=24 * 7)
+    console_refund_approval_above: int | None = Field(default=None, ge=0)
+
     @field_validator(
         "stripe_webhook_secret", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
     )
@@ -227,6 +232,12 @@ class Settings(BaseSettings):
     @property
     def stripe_livemode(self) -> bool:
         return bool(self.stripe_secret_key and "_live_" in self.stripe_secret_key)
+
+    @property
+    def console_on(self) -> bool:
+        if self.console_enabled is not None:
+            return self.console_enabled
+        return self.environment == "dev"
 
     @property
     def is_postgres(self) -> bool:

@@ -44,6 +44,13 @@ DOCS_CSP = (
     b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
 )
 
+# The console: its own styles only, no script, forms only to itself, never framed.
+CONSOLE_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    b"frame-ancestors 'none'; base-uri 'none'",
+)
+
 
 # Probes and scrapes are never counted against a client address.
 # Probes, and Stripe's own deliveries: those come in bursts from few addresses, each is verified
@@ -85,8 +92,8 @@ class EdgeMiddleware:
 
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
-        default_csp = DOCS_CSP if path.startswith("/docs") else API_CSP
-        if path.startswith("/api/"):
+        default_csp = _csp(path)
+        if path.startswith(("/api/", "/console", "/checkout")):
             extra_headers.append((b"cache-control", b"no-store"))
 
         early: AzoraError | None = None
@@ -228,6 +235,14 @@ def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def _csp(path: str) -> tuple[bytes, bytes]:
+    if path.startswith("/docs"):
+        return DOCS_CSP
+    if path.startswith("/console") and not path.endswith(".pdf"):
+        return CONSOLE_CSP
+    return API_CSP
 
 
 def _headers(scope: Scope, name: bytes) -> list[str]:

@@ -80,6 +80,8 @@ class Payment(Base):
         Index(None, "user_id", "status", "created_at", "id"),
         Index(None, "status", "created_at", "id"),
         Index(None, "status", "updated_at"),
+        # The console's disputes list, newest change first.
+        Index(None, "disputed", "updated_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -142,6 +144,8 @@ class CheckoutSession(Base):
 
 class Refund(Base):
     __tablename__ = "refunds"
+    # The console's overview sums the refunds of a window.
+    __table_args__ = (Index(None, "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -284,7 +288,11 @@ class Notification(Base):
     """A signed notification to the product's backend, listed oldest first for catching up."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index(None, "created_at", "id"),)
+    __table_args__ = (
+        Index(None, "created_at", "id"),
+        # The console's undelivered list: the few rows without `delivered_at`, newest first.
+        Index(None, "delivered_at", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
@@ -293,3 +301,52 @@ class Notification(Base):
     created_at: Mapped[datetime] = _created()
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConsoleSession(Base):
+    """A signed-in operator in the console: only a hash of the cookie's random id is kept, so
+    the table alone cannot be used to sign in; every server and worker process shares it."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(String(255))
+    operator_email: Mapped[str | None] = mapped_column(String(320))
+    operator_name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConsoleSignInLink(Base):
+    """A one-time sign-in link (`azora-payments dev`): a nonce, kept hashed, redeemed once by
+    POST within its minute."""
+
+    __tablename__ = "console_sign_in_links"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(String(255))
+    operator_email: Mapped[str | None] = mapped_column(String(320))
+    operator_name: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RefundApproval(Base):
+    """A console refund above CONSOLE_REFUND_APPROVAL_ABOVE, waiting for a second operator."""
+
+    __tablename__ = "refund_approvals"
+    __table_args__ = (Index(None, "payment_id", "created_at"), Index(None, "status", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_by: Mapped[str] = mapped_column(String(255))
+    # The request form's idempotency key (hashed with the requester): sent twice, one approval.
+    request_key: Mapped[str] = mapped_column(String(64), unique=True)
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    refund_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = _created()
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -26,6 +26,8 @@ class Actor:
     id: str
     request_id: str | None = None
     client_ip: str | None = None
+    # Where an operator acted from, when not the API (`console`): kept in the record's details.
+    channel: str | None = None
 
 
 STRIPE = Actor(STRIPE_ACTOR)
@@ -40,6 +42,9 @@ def record(
     payment_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    details = dict(details or {})
+    if actor.channel is not None:
+        details["channel"] = actor.channel
     audit_repo.add(
         session,
         AuditRecord(
@@ -47,7 +52,7 @@ def record(
             actor=actor.id,
             action=action,
             payment_id=payment_id,
-            details=details or {},
+            details=details,
             request_id=actor.request_id,
             client_ip=actor.client_ip,
         ),

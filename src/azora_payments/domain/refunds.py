@@ -208,3 +208,8 @@ async def _fail(session: AsyncSession, payment: Payment, row: Refund, code: str)
         payment_id=payment.id,
         details={"refund_id": row.id, "code": code},
     )
+
+
+def refundable(payment: Payment, refunds: list[Refund]) -> int:
+    """What may still be refunded: the amount less refunds made or still pending."""
+    return max(_remaining(payment, refunds), 0)

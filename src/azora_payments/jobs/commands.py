@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from azora_payments.config import Settings
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.session import Database
-from azora_payments.db.types import utcnow
+from azora_payments.domain import operations
 from azora_payments.jobs.registry import import_kind_modules, registered_kinds
 from azora_payments.logs import log_fields
 
@@ -127,10 +127,9 @@ def retry_jobs(
     async def retry() -> list[int]:
         db = Database(settings.database_url, pool_size=1)
         try:
-            async with db.transaction() as session:
-                return await jobs_repo.retry_dead(
-                    session, now=utcnow(), job_ids=None if all_dead else job_ids, kind=kind
-                )
+            return await operations.retry_dead_jobs(
+                db=db, job_ids=None if all_dead else job_ids, kind=kind
+            )
         finally:
             await db.dispose()
 

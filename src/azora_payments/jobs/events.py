@@ -13,9 +13,7 @@ from typing import Any, TextIO
 from azora_payments.config import Settings
 from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.session import Database
-from azora_payments.db.types import utcnow
-from azora_payments.domain import events, reconcile
-from azora_payments.jobs.queue import enqueue
+from azora_payments.domain import events, operations, reconcile
 from azora_payments.jobs.registry import JobContext, job_kind, scheduled_job
 from azora_payments.logs import log_fields
 from azora_payments.services import Services
@@ -115,35 +113,13 @@ def replay_command(
 
     async def replay() -> tuple[list[str], list[str]]:
         db = Database(settings.database_url, pool_size=1)
-        done: list[str] = []
-        missing: list[str] = []
         try:
-            async with db.transaction() as session:
-                ids = (
-                    list(await events_repo.ids_with_status(session, events_repo.PARKED))
-                    if all_parked
-                    else list(event_ids)
-                )
-                now = utcnow()
-                for event_id in ids:
-                    if await events_repo.get(session, event_id) is None:
-                        missing.append(event_id)
-                        continue
-                    await events_repo.reopen(session, event_id)
-                    if not await events_repo.rearm_job(session, unique_key=event_id, now=now):
-                        if await events_repo.job_exists(session, event_id):
-                            done.append(event_id)  # already queued or running
-                            continue
-                        await enqueue(
-                            session,
-                            kind=events.APPLY_KIND,
-                            payload={"event_id": event_id},
-                            unique_key=event_id,
-                        )
-                    done.append(event_id)
+            result = await operations.replay_events(
+                db=db, event_ids=None if all_parked else list(event_ids)
+            )
         finally:
             await db.dispose()
-        return done, missing
+        return result.queued, result.missing
 
     done, missing = asyncio.run(replay())
     for event_id in done:

@@ -150,6 +150,21 @@ async def job_exists(session: AsyncSession, unique_key: str) -> bool:
     return found is not None
 
 
+async def about_objects(
+    session: AsyncSession, object_ids: Sequence[str], *, limit: int = 200
+) -> Sequence[WebhookEvent]:
+    """Events whose object is one of `object_ids`, in Stripe's order."""
+    if not object_ids:
+        return []
+    query = (
+        select(WebhookEvent)
+        .where(WebhookEvent.object_id.in_(list(object_ids)))
+        .order_by(WebhookEvent.stripe_created, WebhookEvent.id)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
+
+
 # ------------------------------------------------------------------ matching objects to payments
 
 

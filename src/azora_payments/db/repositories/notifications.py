@@ -36,3 +36,21 @@ async def page(
         )
     query = query.order_by(Notification.created_at, Notification.id).limit(limit)
     return (await session.scalars(query)).all()
+
+
+async def of_payment(session: AsyncSession, payment_id: str) -> Sequence[Notification]:
+    query = (
+        select(Notification)
+        .where(Notification.payment_id == payment_id)
+        .order_by(Notification.created_at, Notification.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def undelivered(session: AsyncSession, *, tried: bool, limit: int) -> Sequence[Notification]:
+    """Not delivered yet, newest first; `tried`: only those already attempted (and failed)."""
+    query = select(Notification).where(Notification.delivered_at.is_(None))
+    if tried:
+        query = query.where(Notification.attempts > 0)
+    query = query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()

@@ -20,6 +20,9 @@ class HistoryFilter:
     created_gte: datetime | None = None
     created_lt: datetime | None = None
     stripe_payment_intent_id: str | None = None
+    currency: str | None = None
+    amount_gte: int | None = None
+    amount_lte: int | None = None
 
 
 async def get(
@@ -62,6 +65,12 @@ async def page(
         query = query.where(Payment.created_at < where.created_lt)
     if where.stripe_payment_intent_id is not None:
         query = query.where(Payment.stripe_payment_intent_id == where.stripe_payment_intent_id)
+    if where.currency is not None:
+        query = query.where(Payment.currency == where.currency)
+    if where.amount_gte is not None:
+        query = query.where(Payment.amount >= where.amount_gte)
+    if where.amount_lte is not None:
+        query = query.where(Payment.amount <= where.amount_lte)
     if after is not None:
         at, last_id = after
         # The redundant `created_at <= at` is the index range (the planners cannot derive one
@@ -122,3 +131,18 @@ async def mark_reconciled(session: AsyncSession, payment_id: str, *, at: datetim
         .values(reconciled_at=at, updated_at=Payment.updated_at)
         .execution_options(synchronize_session=False)
     )
+
+
+async def disputed(
+    session: AsyncSession, *, limit: int, after: tuple[datetime, str] | None
+) -> Sequence[Payment]:
+    """Disputed payments, the latest change first (keyset on the disputes index)."""
+    query = select(Payment).where(Payment.disputed.is_(True))
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            Payment.updated_at <= at,
+            or_(Payment.updated_at < at, and_(Payment.updated_at == at, Payment.id < last_id)),
+        )
+    query = query.order_by(Payment.updated_at.desc(), Payment.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()

@@ -1,0 +1,294 @@
+"""Payments in the console: search, one payment's page, its receipt, and refunds (reviewed,
+confirmed, and above the threshold approved by a second operator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from azora_payments.api.deps import ServicesDep
+from azora_payments.console import forms, reads
+from azora_payments.console.web import (
+    CheckedForm,
+    ConsolePageError,
+    ConsoleRoute,
+    SignedIn,
+    actor_for,
+    page,
+    see_other,
+)
+from azora_payments.domain import receipts, refund_approvals, refunds
+from azora_payments.errors import PaymentNotFound
+from azora_payments.pdf import render_receipt
+
+router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
+
+REASONS = (
+    ("requested_by_customer", "Requested by the customer"),
+    ("duplicate", "Duplicate payment"),
+    ("fraudulent", "Fraudulent"),
+)
+NOTICES = {
+    "receipt_sent": "The receipt is on its way: it was queued for e-mailing.",
+    "approval_rejected": "The refund request was rejected.",
+}
+
+
+def new_form_key() -> str:
+    """A refund form's idempotency key, made when the form is drawn: the same form sent twice
+    (a double click, the back button) is the same refund."""
+    return "console:" + secrets.token_urlsafe(18)
+
+
+def _search_from(request: Request) -> forms.Search:
+    params = request.query_params
+
+    def value(name: str) -> str:
+        return params.get(name, "").strip()[:100]
+
+    return forms.Search(
+        q=value("q"),
+        status=value("status"),
+        currency=value("currency"),
+        amount_min=value("amount_min"),
+        amount_max=value("amount_max"),
+        date_from=value("date_from"),
+        date_to=value("date_to"),
+    )
+
+
+@router.get("/payments")
+async def payments(request: Request, operator: SignedIn, services: ServicesDep) -> Response:
+    search = _search_from(request)
+    if search.exact_id is not None:
+        return see_other(f"/console/payments/{search.exact_id}")
+    where = search.history_filter(services.settings.currencies)
+    found = None
+    if where is not None:
+        cursor = request.query_params.get("cursor") or None
+        found = await reads.payment_page(db=services.db, where=where, cursor=cursor)
+    return page(
+        request,
+        "payments.html",
+        operator=operator,
+        search=search,
+        found=found,
+        statuses=forms.STATUSES,
+        currencies=services.settings.currencies,
+        status=422 if search.errors else 200,
+    )
+
+
+async def _detail(services: Any, payment_id: str) -> reads.PaymentDetail:
+    detail = None
+    if forms.PAY_ID.match(payment_id):
+        detail = await reads.payment_detail(db=services.db, payment_id=payment_id)
+    if detail is None:
+        raise PaymentNotFound()
+    return detail
+
+
+@router.get("/payments/{payment_id}")
+async def payment(
+    request: Request, payment_id: str, operator: SignedIn, services: ServicesDep
+) -> Response:
+    detail = await _detail(services, payment_id)
+    return page(
+        request,
+        "payment.html",
+        operator=operator,
+        d=detail,
+        p=detail.payment,
+        form_key=new_form_key(),
+        reasons=REASONS,
+        threshold=services.settings.console_refund_approval_above,
+        notice=NOTICES.get(request.query_params.get("notice", "")),
+        default_amount=forms.major(detail.refundable, detail.payment.currency),
+    )
+
+
+@router.get("/payments/{payment_id}/receipt.pdf")
+async def receipt_pdf(payment_id: str, operator: SignedIn, services: ServicesDep) -> Response:
+    doc = await receipts.get_document(
+        db=services.db,
+        user=operator.user,
+        payment_id=(await _detail(services, payment_id)).payment.id,
+        settings=services.settings,
+    )
+    pdf = await asyncio.to_thread(render_receipt, doc)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{doc.number}.pdf"'},
+    )
+
+
+@router.post("/payments/{payment_id}/receipt/email")
+async def resend_receipt(
+    request: Request,
+    payment_id: str,
+    operator: SignedIn,
+    form: CheckedForm,
+    services: ServicesDep,
+) -> Response:
+    detail = await _detail(services, payment_id)
+    await receipts.request_email(
+        db=services.db,
+        limiter=services.limiter,
+        limit=services.settings.rate_limit_receipt_email,
+        user=operator.user,
+        actor=actor_for(request, operator),
+        payment_id=detail.payment.id,
+    )
+    return see_other(f"/console/payments/{detail.payment.id}?notice=receipt_sent")
+
+
+def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refunds.RefundRequest:
+    reason = form.get("reason") or None
+    if reason not in {None, *(code for code, _ in REASONS)}:
+        raise ConsolePageError("Choose a reason from the list.")
+    text = form.get("amount", "")
+    currency = detail.payment.currency
+    try:
+        amount = forms.parse_amount(text, currency) if text else detail.refundable
+    except forms.FormError as exc:
+        raise ConsolePageError(f"Amount: {exc}.") from None
+    if amount < 1:
+        raise ConsolePageError("Nothing is left to refund on this payment.")
+    return refunds.RefundRequest(payment_id=detail.payment.id, amount=amount, reason=reason)
+
+
+def _form_key(form: dict[str, str]) -> str:
+    key = form.get("key", "")
+    if not key.startswith("console:") or not 9 <= len(key) <= 64:
+        raise ConsolePageError("The form has no refund key: open the payment again.")
+    return key
+
+
+@router.post("/payments/{payment_id}/refund")
+async def review_refund(
+    request: Request,
+    payment_id: str,
+    operator: SignedIn,
+    form: CheckedForm,
+    services: ServicesDep,
+) -> Response:
+    """Step one: what will be refunded and what remains; nothing changes yet."""
+    detail = await _detail(services, payment_id)
+    refund = _refund_request(detail, form)
+    assert refund.amount is not None
+    too_much = refund.amount > detail.refundable
+    threshold = services.settings.console_refund_approval_above
+    return page(
+        request,
+        "refund_review.html",
+        operator=operator,
+        status=422 if too_much else 200,
+        d=detail,
+        p=detail.payment,
+        refund=refund,
+        too_much=too_much,
+        key=_form_key(form),
+        reason_label=dict(REASONS).get(refund.reason or "", "None given"),
+        needs_approval=refund_approvals.needs_approval(refund.amount, threshold),
+    )
+
+
+@router.post("/payments/{payment_id}/refund/confirm")
+async def confirm_refund(
+    request: Request,
+    payment_id: str,
+    operator: SignedIn,
+    form: CheckedForm,
+    services: ServicesDep,
+) -> Response:
+    """Step two: the refund through the API's idempotent flow, under the form's key; or, above
+    the threshold, a request for a second operator's approval."""
+    detail = await _detail(services, payment_id)
+    try:
+        amount = int(form.get("amount_minor", ""))
+    except ValueError:
+        raise ConsolePageError(
+            "The confirmation form is incomplete: open the payment again."
+        ) from None
+    reason = form.get("reason") or None
+    refund = _refund_request(detail, {"amount": "", "reason": reason or ""})
+    refund = refunds.RefundRequest(payment_id=refund.payment_id, amount=amount, reason=reason)
+    key = _form_key(form)
+    actor = actor_for(request, operator)
+    if refund_approvals.needs_approval(amount, services.settings.console_refund_approval_above):
+        approval = await refund_approvals.request_approval(
+            keys=services.idempotency, request=refund, actor=actor, key=key
+        )
+        return page(
+            request, "approval_requested.html", operator=operator, p=detail.payment, a=approval
+        )
+    answer = await refunds.refund(
+        keys=services.idempotency,
+        stripe=services.stripe,
+        operator=operator.user,
+        actor=actor,
+        request=refund,
+        key=key,
+        fingerprint=refund_approvals.refund_fingerprint(refund),
+    )
+    return _refund_result(request, operator, detail, answer)
+
+
+def _refund_result(
+    request: Request, operator: Any, detail: reads.PaymentDetail, answer: Any
+) -> Response:
+    body: dict[str, Any] = json.loads(answer.stored.body)
+    return page(
+        request,
+        "refund_result.html",
+        operator=operator,
+        status=answer.stored.status,
+        p=detail.payment,
+        ok=answer.stored.status == 201,
+        body=body,
+        replayed=answer.replayed,
+    )
+
+
+@router.post("/approvals/{approval_id}/approve")
+async def approve(
+    request: Request,
+    approval_id: str,
+    operator: SignedIn,
+    form: CheckedForm,
+    services: ServicesDep,
+) -> Response:
+    answer = await refund_approvals.approve(
+        keys=services.idempotency,
+        stripe=services.stripe,
+        approval_id=approval_id[:40],
+        approver=operator.user,
+        actor=actor_for(request, operator),
+    )
+    body = json.loads(answer.stored.body)
+    detail = await _detail(services, str(body.get("payment_id", "")))
+    return _refund_result(request, operator, detail, answer)
+
+
+@router.post("/approvals/{approval_id}/reject")
+async def reject(
+    request: Request,
+    approval_id: str,
+    operator: SignedIn,
+    form: CheckedForm,
+    services: ServicesDep,
+) -> Response:
+    await refund_approvals.reject(
+        keys=services.idempotency,
+        approval_id=approval_id[:40],
+        actor=actor_for(request, operator),
+    )
+    target = form.get("back", "")
+    if not forms.PAY_ID.match(target):
+        return see_other("/console/approvals?notice=approval_rejected")
+    return see_other(f"/console/payments/{target}?notice=approval_rejected")
