@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from azora_payments.config import Settings
 from azora_payments.db.models import CheckoutSession
 from azora_payments.db.types import utcnow
 from azora_payments.jobs.checkout import expire_due_sessions
@@ -22,9 +23,24 @@ from tests.conftest import (
     emulator_clear_faults,
     emulator_faults,
     emulator_intents_for,
+    emulator_settings,
     make_token,
     unique_user,
 )
+
+PUBLISHABLE_KEY = "pk_test_" + "azora" * 6
+
+
+@pytest.fixture
+def stripe_settings(database_url: str, tmp_path: Any, stripe_emulator: str) -> Settings:
+    return emulator_settings(
+        database_url,
+        tmp_path,
+        stripe_emulator,
+        checkout_enabled=True,
+        stripe_publishable_key=PUBLISHABLE_KEY,
+    )
+
 
 SESSIONS = "/api/checkout/sessions"
 SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None))

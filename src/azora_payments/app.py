@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from azora_payments import checkout as checkout_page
 from azora_payments import console
 from azora_payments.api import (
     audit,
@@ -72,11 +73,13 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         refunds.router,
         webhooks.router,
         notifications.router,
-        checkout.router,
     )
     for router in routers:
         app.include_router(router)
     console.install(app, settings)
+    if settings.checkout_on:
+        app.include_router(checkout.router)
+    checkout_page.install(app, settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

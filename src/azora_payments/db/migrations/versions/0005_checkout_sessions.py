@@ -1,7 +1,7 @@
 """Checkout sessions, and the session each payment is an attempt of.
 
 Revision ID: 0005_checkout_sessions
-Revises: 0004
+Revises: 0005_console (chained after the merged console branch; re-chain at merge)
 Create Date: 2026-12-01 10:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005_checkout_sessions"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
