@@ -32,6 +32,8 @@
   function setBusy(on, text) {
     busy = on;
     payButton.disabled = on;
+    // Nothing to change while a payment is under way.
+    for (const input of form.querySelectorAll('input')) input.disabled = on;
     form.setAttribute('aria-busy', on ? 'true' : 'false');
     progress.hidden = !on;
     if (text) progressText.textContent = text;
