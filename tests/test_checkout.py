@@ -351,3 +351,80 @@ async def test_a_session_cannot_use_another_customers_card(
     assert await emulator_intents_for(stripe_emulator, thief) == []
     # Nothing was started: the session still takes the customer's own card.
     assert (await pay(api, created["id"])).status_code == 201
+
+
+async def test_an_attempt_whose_key_was_forgotten_is_never_charged_again(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """Keys live IDEMPOTENCY_KEY_TTL_HOURS; a payment still under way after that is answered as
+    it is, not started afresh."""
+    from sqlalchemy import delete
+
+    from azora_payments.db.models import IdempotencyKey
+
+    customer = unique_user()
+    created = await create(api, customer={"sub": customer})
+    first = await pay(api, created["id"], "pm_card_threeDSecure2Required")
+    async with stripe_services.db.transaction() as session:
+        await session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.user_id == f"checkout:{created['id']}")
+        )
+    again = await pay(api, created["id"], "pm_card_visa")
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["status"] == "requires_action"
+    assert len(await emulator_intents_for(stripe_emulator, customer)) == 1
+
+
+async def test_a_session_stays_paid_by_its_first_payment(
+    api: httpx.AsyncClient, stripe_services: Services
+) -> None:
+    """Stripe reporting money taken on a second attempt (one we had seen fail) leaves the session
+    paid by the first, and tells the operators."""
+    from sqlalchemy import select
+
+    from azora_payments.db.models import AuditRecord, Payment
+    from azora_payments.domain import checkout_state
+
+    created = await create(api)
+    declined = (await pay(api, created["id"], "pm_card_chargeDeclined")).json()
+    paid = (await pay(api, created["id"])).json()
+    async with stripe_services.db.transaction() as session:
+        late = await session.get(Payment, declined["payment_id"])
+        assert late is not None
+        await checkout_state.payment_succeeded(session, late)
+        again = await session.get(Payment, paid["id"])
+        assert again is not None
+        await checkout_state.payment_succeeded(session, again)  # already complete: no change
+    session_now = (await api.get(f"{SESSIONS}/{created['id']}", headers=SERVICE)).json()
+    assert session_now["payment_id"] == paid["id"]
+    async with stripe_services.db.read() as session:
+        actions = (
+            await session.scalars(
+                select(AuditRecord.action).where(AuditRecord.payment_id == declined["payment_id"])
+            )
+        ).all()
+    assert "checkout_session.paid_again" in actions
+
+
+async def test_the_expiry_job_runs_from_the_queue(
+    api: httpx.AsyncClient, stripe_services: Services
+) -> None:
+    from azora_payments.jobs.registry import JobContext, get_kind
+
+    created = await create(api)
+    await _move_expiry(stripe_services, created["id"], minutes=-5)
+    kind = get_kind("checkout.expire")
+    ctx = JobContext(
+        services=stripe_services,
+        job_id=1,
+        kind=kind.name,
+        attempt=1,
+        max_attempts=kind.max_attempts,
+        scheduled_for=utcnow(),
+        worker_id="test",
+    )
+    await kind.handler(ctx, {})
+    assert (await api.get(f"{SESSIONS}/{created['id']}", headers=SERVICE)).json()[
+        "status"
+    ] == "expired"
