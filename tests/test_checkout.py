@@ -43,9 +43,13 @@ def stripe_settings(database_url: str, tmp_path: Any, stripe_emulator: str) -> S
 
 
 SESSIONS = "/api/checkout/sessions"
-SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None))
-OTHER_SERVICE = bearer(make_token("other-backend", roles=["service"], email=None))
-OPERATOR = bearer(make_token("ops_1", roles=["admin"], email="ops@azora.example"))
+SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None, lifetime=24 * 3600))
+OTHER_SERVICE = bearer(
+    make_token("other-backend", roles=["service"], email=None, lifetime=24 * 3600)
+)
+OPERATOR = bearer(
+    make_token("ops_1", roles=["admin"], email="ops@azora.example", lifetime=24 * 3600)
+)
 
 
 def session_body(**overrides: Any) -> dict[str, Any]:

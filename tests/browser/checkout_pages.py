@@ -14,8 +14,10 @@ from tests.conftest import STRIPE_KEY, bearer, make_token, unique_user
 
 PUBLISHABLE_KEY = "pk_test_" + "azora" * 6
 CHECKOUT_ENV = {"CHECKOUT_ENABLED": "true", "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
-SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None))
-OPERATOR = bearer(make_token("ops_1", roles=["admin"], email="ops@azora.example"))
+SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None, lifetime=24 * 3600))
+OPERATOR = bearer(
+    make_token("ops_1", roles=["admin"], email="ops@azora.example", lifetime=24 * 3600)
+)
 
 VISA = "4242424242424242"
 MASTERCARD = "5555555555554444"
