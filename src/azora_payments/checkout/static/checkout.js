@@ -235,7 +235,7 @@
     outcomeTitle.textContent = 'Payment received';
     document.getElementById('summary-title').textContent = 'You paid';
     const method = state.payment && state.payment.payment_method;
-    outcomeText.textContent = `Thank you. ${amountText} was paid with ${cardName(method)}. A receipt is on its way to your e-mail.`;
+    outcomeText.textContent = `Thank you. ${amountText} was paid with ${cardName(method)}.`;
     outcome.focus();
     // The receipt is issued a moment after the payment: show its link once it exists.
     let delay = 500;
