@@ -9,9 +9,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from azora_payments import checkout as checkout_page
 from azora_payments import console, telemetry
 from azora_payments.api import (
     audit,
+    checkout,
     methods,
     notifications,
     ops,
@@ -95,6 +97,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
     console.install(app, settings)
+    if settings.checkout_on:
+        app.include_router(checkout.router)
+    checkout_page.install(app, settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -16,6 +16,8 @@ import jwt
 from azora_payments.config import Settings
 
 OPERATOR_ROLE = "admin"
+# The product's own backend: may create checkout sessions.
+SERVICE_ROLE = "service"
 
 
 class InvalidToken(Exception):
@@ -32,6 +34,10 @@ class User:
     @property
     def is_operator(self) -> bool:
         return OPERATOR_ROLE in self.roles
+
+    @property
+    def is_service(self) -> bool:
+        return SERVICE_ROLE in self.roles
 
 
 class JwksCache:

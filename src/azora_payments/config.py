@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=8, gt=0, le=24 * 7)
     console_refund_approval_above: int | None = Field(default=None, ge=0)
 
+    # Checkout sessions and their page: on in dev, off elsewhere unless CHECKOUT_ENABLED says so.
+    checkout_enabled: bool | None = None
+    stripe_publishable_key: str | None = Field(default=None, pattern=r"^pk_(test|live)_\w+$")
+
     @field_validator(
         "stripe_webhook_secret", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
     )
@@ -303,6 +307,12 @@ class Settings(BaseSettings):
             raise ValueError("NOTIFY_SECRET: required when NOTIFY_URL is set")
         if self.notify_secret is not None and len(self.notify_secret.encode()) < 32:
             raise ValueError("NOTIFY_SECRET: must be at least 32 bytes")
+        if self.checkout_on and not self.stripe_publishable_key:
+            raise ValueError("STRIPE_PUBLISHABLE_KEY: required when CHECKOUT_ENABLED is on")
+        if self.stripe_publishable_key and (
+            self.stripe_publishable_key.startswith("pk_live_") != self.stripe_livemode
+        ):
+            raise ValueError("STRIPE_PUBLISHABLE_KEY: live and test keys do not mix")
         return self
 
     def default_jwt_algorithms(self) -> list[str]:
@@ -321,6 +331,27 @@ class Settings(BaseSettings):
         if self.console_enabled is not None:
             return self.console_enabled
         return self.environment == "dev"
+
+    @property
+    def checkout_on(self) -> bool:
+        if self.checkout_enabled is not None:
+            return self.checkout_enabled
+        return self.environment == "dev"
+
+    @property
+    def stripe_js_url(self) -> str:
+        """Stripe's own Stripe.js, unless the API is an emulator on this machine (dev, tests):
+        then the emulator's, so the page works with no internet."""
+        if self.stripe_uses_emulator:
+            return self.stripe_api_base.rstrip("/") + "/js.stripe.com/v3/"
+        return "https://js.stripe.com/v3/"
+
+    @property
+    def stripe_uses_emulator(self) -> bool:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.stripe_api_base)
+        return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
     @property
     def is_postgres(self) -> bool:

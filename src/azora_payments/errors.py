@@ -16,12 +16,15 @@ Every error the service shows a client is an `AzoraError` with a status and a st
     ├── NotFound (404)                       not_found
     │   ├── PaymentNotFound                  not_found
     │   ├── PaymentMethodNotFound            payment_method_not_found
-    │   └── ReceiptNotReady                  receipt_not_ready
+    │   ├── ReceiptNotReady                  receipt_not_ready
+    │   └── CheckoutSessionNotFound          not_found
     ├── MethodNotAllowed (405)               method_not_allowed
     ├── Conflict (409)                       conflict
     │   ├── IdempotencyRequestInProgress     idempotency_request_in_progress
     │   ├── PaymentNotRefundable             payment_not_refundable
     │   ├── PaymentFailed                    payment_failed (final: never charged again)
+    │   ├── CheckoutSessionComplete          checkout_session_complete
+    │   ├── CheckoutSessionExpired           checkout_session_expired
     │   └── RefundRefused                    refund_refused, or Stripe's: charge_disputed, …
     ├── PayloadTooLarge (413)                payload_too_large
     ├── ValidationFailed (422)               validation_error
@@ -152,6 +155,10 @@ class ReceiptNotReady(NotFound):
     title = "The receipt is not ready yet."
 
 
+class CheckoutSessionNotFound(NotFound):
+    title = "This checkout link is not valid."
+
+
 class MethodNotAllowed(AzoraError):
     status = 405
     code = "method_not_allowed"
@@ -177,6 +184,16 @@ class PaymentNotRefundable(Conflict):
 class PaymentFailed(Conflict):
     code = "payment_failed"
     title = "This payment failed. You were not charged; try again with a new request."
+
+
+class CheckoutSessionComplete(Conflict):
+    code = "checkout_session_complete"
+    title = "This order has already been paid."
+
+
+class CheckoutSessionExpired(Conflict):
+    code = "checkout_session_expired"
+    title = "This checkout link has expired. Nothing was charged."
 
 
 class RefundRefused(Conflict):

@@ -23,3 +23,8 @@ def _base32(value: int, length: int) -> str:
 def new_id(prefix: str) -> str:
     millis = time.time_ns() // 1_000_000
     return f"{prefix}_{_base32(millis, 10)}{_base32(secrets.randbits(80), 16)}"
+
+
+def new_secret_id(prefix: str, *, random_bits: int = 160) -> str:
+    """An id that is also a credential (a checkout session's): random bits only, no timestamp."""
+    return f"{prefix}_{_base32(secrets.randbits(random_bits), -(-random_bits // 5))}"

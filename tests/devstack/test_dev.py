@@ -31,14 +31,14 @@ def test_dev_stack_saves_a_card_and_stops_cleanly(tmp_path: Path) -> None:
         lines: dict[str, str] = {}
         deadline = time.monotonic() + 60
         assert proc.stdout is not None
-        while "test card" not in lines and time.monotonic() < deadline:
+        while "checkout (demo)" not in lines and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             if ":" in line:
                 label, _, value = line.strip().partition(":")
                 lines[label.strip()] = value.strip()
-        assert "test card" in lines, lines
+        assert "checkout (demo)" in lines, lines
         docs_url = lines["API docs"].split()[0]
         token = lines["demo user token"]
         operator = lines["operator token"]
@@ -76,6 +76,27 @@ def test_dev_stack_saves_a_card_and_stops_cleanly(tmp_path: Path) -> None:
         assert redeemed.headers["set-cookie"].startswith("__Host-azora-console=")
         used = httpx.post(f"{base}/console/login/link", data={"nonce": nonce}, timeout=10)
         assert used.status_code == 401
+
+        # The demo checkout session: its page, and paying it once.
+        checkout_url = lines["checkout (demo)"].split()[0]
+        assert re.fullmatch(rf"{base}/checkout/cs_[0-9a-z]{{32}}", checkout_url)
+        page = httpx.get(checkout_url, timeout=5)
+        assert page.status_code == 200
+        assert "€25.00" in page.text
+        assert "/js.stripe.com/v3/" in page.text
+        checkout_id = checkout_url.rsplit("/", 1)[1]
+        paid = httpx.post(
+            f"{base}/api/checkout/sessions/{checkout_id}/pay",
+            json={"payment_method_id": "pm_card_visa"},
+            timeout=10,
+        )
+        assert paid.status_code == 201, paid.text
+        session = httpx.get(
+            f"{base}/api/checkout/sessions/{checkout_id}",
+            headers={"Authorization": f"Bearer {lines['backend token'].split()[0]}"},
+            timeout=5,
+        )
+        assert session.json()["status"] == "complete"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -49,6 +49,16 @@ async def get_operator(user: CurrentUser) -> User:
 Operator = Annotated[User, Depends(get_operator)]
 
 
+async def get_backend(user: CurrentUser) -> User:
+    if not (user.is_service or user.is_operator):
+        raise Forbidden("This needs the service or the operator role.")
+    return user
+
+
+# The product's backend (a `service` token) or an operator.
+Backend = Annotated[User, Depends(get_backend)]
+
+
 async def get_actor(request: Request, user: CurrentUser) -> Actor:
     return Actor(
         user.id,

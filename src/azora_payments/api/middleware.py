@@ -108,11 +108,11 @@ class EdgeMiddleware:
 
         path: str = scope["path"]
         extra_headers = [(b"x-request-id", request_id.encode()), *API_HEADERS]
-        extra_headers.append(_csp(path))
+        default_csp = _csp(path)
         # The console's forms need their Origin (with no-referrer, Chromium sends "null").
         console = path.startswith("/console")
         extra_headers.append((b"referrer-policy", b"same-origin" if console else b"no-referrer"))
-        if console or path.startswith("/api/"):
+        if console or path.startswith(("/api/", "/checkout")):
             extra_headers.append((b"cache-control", b"no-store"))
 
         webhook = path == WEBHOOK_PATH
@@ -125,7 +125,7 @@ class EdgeMiddleware:
         if early is None:
             early = await self._check_ip_limit(scope, path, client_ip)
         if early is not None:
-            await self._send_problem(send, early, extra_headers)
+            await self._send_problem(send, early, [*extra_headers, default_csp])
             if webhook:
                 await self._count_webhook_failure(scope, client_ip, early.status)
             self._observe(scope, early.status, started)
@@ -144,7 +144,9 @@ class EdgeMiddleware:
                     # while reading a body into a 400) is dropped by `send_with_headers`.
                     if not response_started and not rejected:
                         rejected = response_started = True
-                        await self._send_problem(send, PayloadTooLarge(), extra_headers)
+                        await self._send_problem(
+                            send, PayloadTooLarge(), [*extra_headers, default_csp]
+                        )
                     raise _BodyTooLarge
             return message
 
@@ -158,7 +160,10 @@ class EdgeMiddleware:
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
                 ]
-                message["headers"] = headers + extra_headers
+                # A page that sets its own policy (the checkout page) keeps it alone: two
+                # policies would both be enforced.
+                own_csp = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                message["headers"] = headers + extra_headers + ([] if own_csp else [default_csp])
             await send(message)
 
         try:
@@ -171,7 +176,7 @@ class EdgeMiddleware:
                     # client sees a broken response rather than a complete-looking truncated one.
                     raise
                 logger.exception("unhandled error")
-                await self._send_problem(send, InternalError(), extra_headers)
+                await self._send_problem(send, InternalError(), [*extra_headers, default_csp])
         finally:
             if rejected:
                 status = 413

@@ -77,7 +77,8 @@ class ProcessIn(BaseModel):
         return None if value is None else plain_address(value)
 
 
-def _check_metadata(metadata: dict[str, str]) -> None:
+def check_metadata(metadata: dict[str, str]) -> None:
+    """Keys starting with azora_ are the service's own (422 naming each one)."""
     reserved = [k for k in metadata if k.lower().startswith(RESERVED_METADATA_PREFIX)]
     if reserved:
         raise ValidationFailed(
@@ -92,17 +93,23 @@ def _check_metadata(metadata: dict[str, str]) -> None:
         )
 
 
-def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
-    _check_metadata(body.metadata)
-    currency = body.currency.lower()
+def check_charge(amount: int, currency: str, currencies: list[str]) -> str:
+    """The currency, lower case, once it is one we take and `amount` a chargeable amount of it."""
+    currency = currency.lower()
     if currency not in currencies:
         raise ValidationFailed(
             errors=[{"field": "currency", "message": f"{currency} is not a supported currency"}]
         )
     try:
-        money.check_charge_amount(body.amount, currency)
+        money.check_charge_amount(amount, currency)
     except money.InvalidAmount as exc:
         raise ValidationFailed(errors=[{"field": "amount", "message": str(exc)}]) from None
+    return currency
+
+
+def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.PaymentRequest:
+    check_metadata(body.metadata)
+    currency = check_charge(body.amount, body.currency, currencies)
     return payment_flow.PaymentRequest(
         amount=body.amount,
         currency=currency,

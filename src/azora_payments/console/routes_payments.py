@@ -141,7 +141,9 @@ async def resend_receipt(
         try:
             to = plain_address(to)
         except InvalidAddress:
-            raise ConsolePageError(f"“{to}” is not an e-mail address (one plain address, no name or list).") from None
+            raise ConsolePageError(
+                f"“{to}” is not an e-mail address (one plain address, no name or list)."
+            ) from None
     settings = services.settings
     await receipts.request_email(
         db=services.db,

@@ -126,6 +126,33 @@ class Payment(Base):
     # When reconciliation last re-read it from Stripe: a payment that stays unsettled (a 3-D
     # Secure never completed) is re-read once per threshold, not on every pass.
     reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The checkout session this payment is an attempt of (None for `POST /api/payments/process`).
+    checkout_session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class CheckoutSession(Base):
+    """What the product's backend asked its customer to pay; paid at most once, by one of the
+    payments whose `checkout_session_id` it is (`payment_id` once one succeeded)."""
+
+    __tablename__ = "checkout_sessions"
+    __table_args__ = (Index(None, "status", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str] = mapped_column(String(255))
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    customer_name: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
+    return_url: Mapped[str] = mapped_column(String(2048))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(255))
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 

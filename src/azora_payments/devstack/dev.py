@@ -1,8 +1,9 @@
 """`azora-payments dev`: the whole service on one machine, with no outside service.
 
 A SQLite file, the Stripe emulator on loopback wired to our webhook endpoint, one worker in its
-own process, e-mails written to a folder, and printed: the `/docs` URL, tokens for a demo user
-and an operator, and a ready test card, so a newcomer saves a card from `/docs` in a minute.
+own process, e-mails written to a folder, and printed: the `/docs` URL, tokens for a demo user,
+an operator and the product's backend, a ready test card, and the link to a demo checkout
+session, so a newcomer pays in a browser (3-D Secure included) in a minute.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import FrameType
 
@@ -23,6 +25,7 @@ import jwt
 from azora_payments.devstack.emulator import EmulatorProcess
 
 DEV_STRIPE_KEY = "sk_test_azora_dev_stack_key"
+DEV_PUBLISHABLE_KEY = "pk_test_azora_dev_stack_key"
 DEV_WEBHOOK_SECRET = "whsec_azora_dev_stack_secret"
 TOKEN_LIFETIME = 30 * 24 * 3600
 
@@ -91,6 +94,7 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
         "AZORA_ENV": "dev",
         "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{state / 'azora-dev.db'}"),
         "STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
+        "STRIPE_PUBLISHABLE_KEY": DEV_PUBLISHABLE_KEY,
         "STRIPE_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
         "STRIPE_API_BASE": emulator.base_url,
         "JWT_SECRET": secret,
@@ -136,6 +140,14 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
             name="Demo Operator",
             roles=["admin"],
         )
+        backend = dev_token(
+            secret,
+            "demo-shop-backend",
+            email="shop@azora.example",
+            name="Demo Shop",
+            roles=["service"],
+        )
+        checkout_url = url + _demo_checkout(url, backend)
         print(
             "\n".join(
                 [
@@ -150,6 +162,10 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
                     "   (one use, within a minute; or paste the operator token)",
                     f"  test card:        {card}   (or pm_card_visa, pm_card_chargeDeclined,"
                     " pm_card_threeDSecure2Required)",
+                    f"  backend token:    {backend}   (role service: POST /api/checkout/sessions)",
+                    f"  checkout (demo):  {checkout_url}",
+                    "                    pay there with 4242 4242 4242 4242 (any future date and"
+                    " CVC), 4000 0000 0000 3220 for 3-D Secure, 4000 0000 0000 0002 declined",
                     "",
                 ]
             ),
@@ -188,6 +204,26 @@ def _console_link(database_url: str, url: str) -> str:
             await db.dispose()
 
     return f"{url}/console/login/link/{asyncio.run(make())}"
+
+
+def _demo_checkout(url: str, backend_token: str) -> str:
+    """A checkout session for the demo user, as the product's backend would create one."""
+    response = httpx.post(
+        f"{url}/api/checkout/sessions",
+        json={
+            "customer": {"sub": "demo-user", "email": "demo@azora.example", "name": "Demo User"},
+            "amount": 2500,
+            "currency": "eur",
+            "description": "Demo order: Linear Algebra course",
+            "metadata": {"order_id": f"demo-{uuid.uuid4().hex[:8]}"},
+            "return_url": f"{url}/docs",
+            "expires_in_minutes": 24 * 60,
+        },
+        headers={"Authorization": f"Bearer {backend_token}", "Idempotency-Key": uuid.uuid4().hex},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["url"])
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -152,6 +152,15 @@ m    no ``GET /v1/payment_intents/search``                ``metadata['k']:'v'``,
                                                           writes: ``POST /_azora/search``
                                                           ``{"lag": 60}`` hides intents
                                                           younger than that (default 0)
+n    fake Stripe.js: ``createPaymentMethod`` is empty,     ``/js.stripe.com/v3/`` also has
+     no ``handleNextAction``; only ``/v1/tokens``,          ``createPaymentMethod`` and
+     ``/v1/sources`` and ``_authenticate`` take a           ``handleNextAction`` (a 3-D Secure
+     publishable key                                      challenge: complete or fail, then
+                                                          ``_authenticate``), from
+                                                          ``stripe_js_extension.js``; ``POST
+                                                          /v1/payment_methods`` takes a
+                                                          ``pk_…`` key in the form (as Stripe.js
+                                                          does)
 ===  ===================================================  ======================================
 
 Not emulated: off-session ``authentication_required`` declines, ``ending_before`` paging,
@@ -271,6 +280,52 @@ async def outer_middleware(request: web.Request, handler: Handler) -> web.Stream
         _patches().REQUEST_CONTEXT.reset(token)
     response.headers.setdefault("Request-Id", request_id)
     return response
+
+
+STRIPE_JS = "/js.stripe.com/v3/"
+
+
+@web.middleware
+async def stripe_js_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gap m: localstripe's Stripe.js with our additions; payment methods made by the browser
+    with a publishable key (localstripe wants a secret key there)."""
+    if request.method == "GET" and request.path == STRIPE_JS:
+        return web.Response(text=_stripe_js(), content_type="application/javascript")
+    if (
+        request.method == "POST"
+        and request.path == "/v1/payment_methods"
+        and "authorization" not in request.headers
+    ):
+        from localstripe import resources, server
+        from localstripe.errors import UserError
+
+        data = server.unflatten_data(await request.post())
+        key = data.pop("key", None)
+        if not (isinstance(key, str) and key.startswith("pk_")):
+            return await handler(request)  # localstripe refuses it (the body is cached)
+        data.pop("payment_user_agent", None)
+        try:
+            method = resources.PaymentMethod._api_create(**data)
+        except UserError as exc:
+            response: web.StreamResponse = exc.to_response()
+            return response
+        return web.json_response(method._export())
+    return await handler(request)
+
+
+_STRIPE_JS: list[str] = []
+
+
+def _stripe_js() -> str:
+    if not _STRIPE_JS:
+        from importlib import resources
+
+        import localstripe
+
+        shipped = resources.files(localstripe).joinpath("localstripe-v3.js").read_text()
+        ours = resources.files(__package__).joinpath("stripe_js_extension.js").read_text()
+        _STRIPE_JS.append(shipped + "\n" + ours)
+    return _STRIPE_JS[0]
 
 
 @web.middleware
@@ -436,7 +491,12 @@ def build_app(*, webhook_delay: float = 1.0) -> web.Application:
     if STATE_KEY in app:
         return app
     app[STATE_KEY] = EmulatorState()
-    for middleware in (idempotency_middleware, fault_middleware, outer_middleware):
+    for middleware in (
+        stripe_js_middleware,
+        idempotency_middleware,
+        fault_middleware,
+        outer_middleware,
+    ):
         app.middlewares.insert(0, middleware)
     patches.register_routes(app)
     app.router.add_post("/_azora/faults", add_fault)

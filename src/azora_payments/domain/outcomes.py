@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
-from azora_payments.domain import final_answers, notifications, receipts
+from azora_payments.domain import checkout_state, final_answers, notifications, receipts
 from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
 
@@ -35,6 +35,7 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
     )
     if payment.status == "succeeded":
         await receipts.enqueue_issue(session, payment)
+        await checkout_state.payment_succeeded(session, payment)
         if previous in final_answers.GIVEN_UP:
             await final_answers.failure_overturned(session, payment, previous=previous)
     if payment.status == "failed" and payment.stripe_payment_intent_id is not None:

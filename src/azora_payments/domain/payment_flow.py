@@ -67,6 +67,11 @@ class PaymentRequest:
     metadata: dict[str, str]
     save_payment_method: bool
     receipt_email: str | None
+    # Set when the payment is an attempt to pay a checkout session (domain/checkout.py).
+    checkout_session_id: str | None = None
+
+
+PROCESS_PATH = "/api/payments/process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +93,15 @@ async def process(
     fingerprint: str,
     limits: declines.DeclineLimits,
     client_ip: str | None,
+    scope: str | None = None,
+    path: str = PROCESS_PATH,
 ) -> Answer:
-    """`client_ip` is the caller's address when it may be counted (it reached us directly or a
-    trusted proxy reported it), else None."""
+    """Take the payment under `key`, scoped to the caller (`scope`, default the user's id: a
+    checkout session scopes its attempts to itself). `client_ip` is the caller's address when it
+    may be counted (it reached us directly or a trusted proxy reported it), else None."""
+    scope = scope or user.id
     begun = await keys.begin(
-        user_id=user.id,
-        key=key,
-        method="POST",
-        path="/api/payments/process",
-        fingerprint=fingerprint,
+        user_id=scope, key=key, method="POST", path=path, fingerprint=fingerprint
     )
     if isinstance(begun, Stored):
         return Answer(begun, replayed=True)
@@ -131,7 +136,7 @@ async def process(
     if answer.stored.status < 300:
         # Only successes are cached: a failure's answer may still be overturned by Stripe.
         await keys.remember(
-            user_id=user.id,
+            user_id=scope,
             key=key,
             fingerprint=fingerprint,
             answer=answer.stored,
@@ -194,6 +199,7 @@ async def _create_payment(
         card_fingerprint=card.fingerprint if card else None,
         client_ip=client_ip,
         stripe_customer_id=customer_id,
+        checkout_session_id=request.checkout_session_id,
         disputed=False,
         created_at=now,
         updated_at=now,

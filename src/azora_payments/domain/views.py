@@ -62,6 +62,7 @@ def payment_view(
         "refunds": [refund_view(r) for r in refunds],
         "disputed": payment.disputed,
         "dispute_status": payment.dispute_status,
+        "checkout_session_id": payment.checkout_session_id,
         "created_at": _time(payment.created_at),
         "updated_at": _time(payment.updated_at),
     }

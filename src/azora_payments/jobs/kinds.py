@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from azora_payments.jobs import (
+    checkout,
     cleanup,
     declines,
     events,
@@ -14,4 +15,14 @@ from azora_payments.jobs import (
 )
 
 # Add a line per handler module (receipts, mail, notifications, webhook events, reconciliation).
-MODULES = (cleanup, declines, idempotency, events, intents, notifications, receipts, refunds)
+MODULES = (
+    cleanup,
+    declines,
+    idempotency,
+    events,
+    intents,
+    notifications,
+    receipts,
+    refunds,
+    checkout,
+)
