@@ -164,6 +164,8 @@ async def test_who_may_create_and_read_sessions(api: httpx.AsyncClient) -> None:
         ({"metadata": {"order_id": 42}}, "metadata.order_id"),
         ({"metadata": {"order_id": "o", "k" * 41: "v"}}, "metadata"),
         ({"return_url": "javascript:alert(1)"}, "return_url"),
+        ({"return_url": "http://shop.example/orders/42"}, "return_url"),
+        ({"return_url": "https:///no-host"}, "return_url"),
         ({"expires_in_minutes": 1}, "expires_in_minutes"),
         ({"expires_in_minutes": 24 * 60 + 1}, "expires_in_minutes"),
         ({"customer": {"email": "a@b.example"}}, "customer.sub"),
@@ -432,3 +434,8 @@ async def test_the_expiry_job_runs_from_the_queue(
     assert (await api.get(f"{SESSIONS}/{created['id']}", headers=SERVICE)).json()[
         "status"
     ] == "expired"
+
+
+async def test_a_loopback_return_url_may_be_plain_http(api: httpx.AsyncClient) -> None:
+    created = await create(api, return_url="http://127.0.0.1:3000/orders/42")
+    assert created["return_url"] == "http://127.0.0.1:3000/orders/42"

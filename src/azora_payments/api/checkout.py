@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,10 +20,11 @@ from azora_payments.api.payments import (
     check_metadata,
     replayable_response,
 )
+from azora_payments.config import Settings
 from azora_payments.domain import checkout, money
 from azora_payments.domain.audit import Actor
 from azora_payments.domain.idempotency import request_fingerprint
-from azora_payments.errors import CheckoutSessionNotFound
+from azora_payments.errors import CheckoutSessionNotFound, ValidationFailed
 
 router = APIRouter(prefix="/api/checkout", tags=["checkout"])
 
@@ -77,6 +79,20 @@ class PayIn(BaseModel):
     save_payment_method: bool = False
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_return_url(url: str, settings: Settings) -> None:
+    """Outside dev the customer is sent back over https (a loopback address excepted)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValidationFailed(errors=[{"field": "return_url", "message": "needs a host"}])
+    if settings.environment != "dev" and parts.scheme != "https" and parts.hostname not in LOOPBACK:
+        raise ValidationFailed(
+            errors=[{"field": "return_url", "message": "must be https:// outside dev"}]
+        )
+
+
 def checked_id(checkout_id: str) -> str:
     if not SESSION_ID.match(checkout_id):
         raise CheckoutSessionNotFound()
@@ -96,6 +112,7 @@ async def create_session(
     body = validate(SessionIn, data)
     check_metadata(body.metadata)
     currency = check_charge(body.amount, body.currency, services.settings.currencies)
+    check_return_url(body.return_url, services.settings)
     session_request = checkout.SessionRequest(
         customer=checkout.Customer(
             sub=body.customer.sub, email=body.customer.email, name=body.customer.name
