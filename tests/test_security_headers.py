@@ -30,6 +30,8 @@ class Page:
     csp: str = "default-src 'none'"
     no_store: bool = True
     status: int = 200
+    # The console's forms need their Origin (Chromium sends "null" under no-referrer).
+    referrer: str = "no-referrer"
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} ({self.status})"
@@ -45,6 +47,10 @@ PAGES = [
     Page("/healthz", no_store=False),
     Page("/openapi.json", no_store=False),
     Page("/docs", csp="default-src 'self'", no_store=False),
+    Page("/console/login", referrer="same-origin"),
+    Page("/console/payments", status=303, referrer="same-origin"),
+    Page("/console/static/console.css", referrer="same-origin", no_store=True),
+    Page("/checkout/cs_" + "0" * 32, status=404),
 ]
 
 
@@ -55,7 +61,13 @@ def database_url(sqlite_database_url: str) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return make_settings(database_url, max_body_bytes=LIMIT)
+    return make_settings(
+        database_url,
+        max_body_bytes=LIMIT,
+        console_enabled=True,
+        checkout_enabled=True,
+        stripe_publishable_key="pk_test_" + "azora" * 6,
+    )
 
 
 async def fetch(client: httpx.AsyncClient, page: Page) -> httpx.Response:
@@ -90,7 +102,7 @@ async def test_frame_options(client: httpx.AsyncClient, page: Page) -> None:
 
 @pages
 async def test_referrer_policy(client: httpx.AsyncClient, page: Page) -> None:
-    assert (await fetch(client, page)).headers["referrer-policy"] == "no-referrer"
+    assert (await fetch(client, page)).headers["referrer-policy"] == page.referrer
 
 
 @pages
