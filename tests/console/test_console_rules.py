@@ -190,7 +190,8 @@ async def test_refund_is_reviewed_then_made_once_under_the_forms_key(
     assert [(r.amount, r.status, r.created_by) for r in refunds] == [(1250, "succeeded", "ops_1")]
     assert [(a.actor, a.details["channel"]) for a in audit] == [("ops_1", "console")]
     timeline = (await console.get(f"/console/payments/{paid['id']}")).text
-    assert "amount: €12.50, reason: requested_by_customer (via console)" in timeline
+    assert "amount: €12.50, reason: requested_by_customer, refund_id: rf_" in timeline
+    assert "(via console)" in timeline
     too_much = {**form, "amount": "40.00"}
     refused = await console.post(f"/console/payments/{paid['id']}/refund", data=too_much)
     assert refused.status_code == 422

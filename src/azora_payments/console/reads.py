@@ -81,7 +81,8 @@ def _details(details: dict[str, Any], currency: str) -> str | None:
     for key in ("amount", "amount_refunded"):
         if isinstance(shown.get(key), int):
             shown[key] = money.format_amount(shown[key], currency)
-    text = ", ".join(f"{k}: {v}" for k, v in shown.items())
+    # Sorted: PostgreSQL's JSONB keeps keys in its own order, SQLite in the written one.
+    text = ", ".join(f"{k}: {v}" for k, v in sorted(shown.items()))
     channel = details.get("channel")
     if channel:
         text = f"{text} (via {channel})" if text else f"via {channel}"
