@@ -412,7 +412,7 @@ async def test_a_retry_holding_the_key_is_never_raced(
             select(IdempotencyKey).where(IdempotencyKey.payment_id == payment_id)
         )
         assert key is not None
-        key.locked_at = utcnow()
+        key.locked_at = utcnow() + timedelta(hours=1)  # held for as long as the test takes
     report = await give_up_pass(stripe_services)
     assert report.deferred == 1
     assert report.changes == []
@@ -420,3 +420,61 @@ async def test_a_retry_holding_the_key_is_never_raced(
         row = await session.get(Payment, payment_id)
     assert row is not None
     assert row.status == "processing"
+
+
+async def test_stripe_unavailable_while_asking_gives_nothing_up(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """ "No PaymentIntent" is declared only once Stripe answered both questions."""
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
+    payment_id = await unreachable(api, stripe_emulator, headers)
+    await emulator_faults(
+        stripe_emulator, method="GET", path="^/v1/payment_intents$", status=503, times=2
+    )
+    try:
+        report = await give_up_pass(stripe_services)
+    finally:
+        await emulator_clear_faults(stripe_emulator)
+    assert report.errors == [f"{payment_id}: StripeUnavailable"]
+    async with stripe_services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+        key = await session.scalar(
+            select(IdempotencyKey).where(IdempotencyKey.payment_id == payment_id)
+        )
+    assert row is not None
+    assert row.status == "processing"
+    assert key is not None
+    assert (key.locked_at, key.response_status) == (None, None)  # given back, unanswered
+    # The retry still finishes the payment, charging it once.
+    again = await api.post(PROCESS, json=payment_body(), headers=headers)
+    assert (again.status_code, again.json()["status"]) == (201, "succeeded")
+
+
+async def test_an_intent_for_another_amount_is_not_ours(
+    api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
+) -> None:
+    """An intent carrying our payment id but not its amount is audited, not applied."""
+    from tests.test_intents_closed import at_stripe, audited
+
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
+    payment_id = await unreachable(api, stripe_emulator, headers)
+    async with stripe_services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+    assert row is not None
+    made = await at_stripe(
+        stripe_emulator,
+        "POST",
+        "/v1/payment_intents",
+        amount="1",
+        currency=row.currency,
+        customer=row.stripe_customer_id or "",
+        payment_method="pm_card_visa",
+        confirm="true",
+        **{"metadata[azora_payment_id]": row.id},
+    )
+    assert made.json()["status"] == "succeeded"
+    report = await give_up_pass(stripe_services)
+    assert f"{payment_id}: processing -> failed (no PaymentIntent at Stripe)" in report.changes
+    assert "payment.intent_mismatch" in await audited(stripe_services, payment_id)
