@@ -322,3 +322,40 @@ async def test_after_an_outage_every_process_counts_in_the_database(
         before = await stripe_calls(stripe_emulator)
         assert_limited(await pay(second, buyer, card))
         assert await stripe_calls(stripe_emulator) == before
+
+
+async def test_declines_older_than_every_window_are_purged(
+    database_url: str, tmp_path: Path, stripe_emulator: str
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from azora_payments.db.types import utcnow
+    from azora_payments.jobs.registry import JobContext, get_kind, import_kind_modules
+
+    async with stack(database_url, tmp_path, stripe_emulator) as (api, services):
+        for method in DECLINING[:2]:
+            assert (await pay(api, Buyer(), method)).status_code == 402
+        async with services.db.transaction() as session:
+            oldest = await session.scalar(select(func.min(CardDecline.id)))
+            await session.execute(
+                update(CardDecline)
+                .where(CardDecline.id == oldest)
+                .values(at=utcnow() - timedelta(hours=1, minutes=1))
+            )
+        import_kind_modules()
+        context = JobContext(
+            services=services,
+            job_id=0,
+            kind="declines.purge",
+            attempt=1,
+            max_attempts=3,
+            scheduled_for=utcnow(),
+            worker_id="test",
+        )
+        await get_kind("declines.purge").handler(context, {})
+        async with services.db.read() as session:
+            left = list(await session.scalars(select(CardDecline.id)))
+        assert len(left) == 1
+        assert oldest not in left

@@ -145,6 +145,11 @@ async def record(session: AsyncSession, payment: Payment, error: PaymentError) -
         client_ip=payment.client_ip,
     )
     source = f"charge:{error.charge}" if error.charge else f"payment:{payment.id}"
+    # The API's own decline passes here twice (its intent snapshot, then its error answer).
+    seen: set[str] = session.info.setdefault("azora_declines_recorded", set())
+    if source in seen:
+        return False
+    seen.add(source)
     inserted = await declines_repo.insert_if_absent(
         session,
         {
