@@ -131,6 +131,7 @@ async def test_a_scheduled_job_runs_once_per_slot_across_two_workers(
         worker.wait_started()
     started = time.time()
     await asyncio.sleep(2.5)
+    running = time.time() - started
     for worker in workers:
         assert worker.terminate() == 0, worker.output()
     elapsed = time.time() - started
@@ -139,8 +140,9 @@ async def test_a_scheduled_job_runs_once_per_slot_across_two_workers(
     slots = [row["scheduled_for"] for row in rows]
     assert len(slots) == len(set(slots)), "a slot ran twice"
     assert all((slot * 2) == int(slot * 2) for slot in slots), "slots are on half seconds"
-    # ~5 slots in the window, plus the one due when the first worker started: allow ±1.
-    assert int(elapsed / 0.5) - 1 <= len(slots) <= int(elapsed / 0.5) + 2
+    # Every slot while both ran (~5, plus the one due at start, ±1); slots may still run while
+    # they stop, which a loaded machine stretches, so that time only widens the upper bound.
+    assert int(running / 0.5) - 1 <= len(slots) <= int(elapsed / 0.5) + 2
     assert {row["job_id"] for row in rows} == {rows[0]["job_id"]}, "one row per scheduled kind"
 
 
