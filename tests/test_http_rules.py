@@ -17,7 +17,8 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings
 from tests.conftest import bearer, make_token
 
-OPERATOR = bearer(make_token("ops_1", roles=["admin"]))
+# Made at import: it must outlive the whole run (a loaded CI machine takes over half an hour).
+OPERATOR = bearer(make_token("ops_1", roles=["admin"], lifetime=6 * 3600))
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = os.environ.get("AZORA_FUZZ_EXAMPLES", "10")
 SEED = os.environ.get("AZORA_FUZZ_SEED", "20261201")
 TOKENS = {
-    "customer": make_token("fuzz_customer", email="fuzz@shop.example", lifetime=7200),
-    "operator": make_token("fuzz_ops", roles=["admin"], lifetime=7200),
+    "customer": make_token("fuzz_customer", email="fuzz@shop.example", lifetime=6 * 3600),
+    "operator": make_token("fuzz_ops", roles=["admin"], lifetime=6 * 3600),
 }
 
 

@@ -15,7 +15,8 @@ import pytest
 from azora_payments.config import Settings
 from tests.conftest import bearer, make_settings, make_token
 
-USER = bearer(make_token("user_1"))
+# Made at import: it must outlive the whole run (a loaded CI machine takes over half an hour).
+USER = bearer(make_token("user_1", lifetime=6 * 3600))
 LIMIT = 2048
 
 

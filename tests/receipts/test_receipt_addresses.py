@@ -29,7 +29,8 @@ from tests.conftest import (
 )
 from tests.receipts.conftest import SmtpServer, run_receipt_jobs, seed_succeeded
 
-OPERATOR = bearer(make_token("ops_1", roles=["admin"]))
+# Made at import: it must outlive the whole run (a loaded CI machine takes over half an hour).
+OPERATOR = bearer(make_token("ops_1", roles=["admin"], lifetime=6 * 3600))
 
 NOT_ONE_PLAIN_ADDRESS = [
     "a@shop.example,root",

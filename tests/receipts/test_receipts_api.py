@@ -13,7 +13,8 @@ from azora_payments.services import Services
 from tests.conftest import bearer, make_token, unique_user
 from tests.receipts.conftest import SmtpServer, pay, pdf_text, run_receipt_jobs
 
-OPERATOR = bearer(make_token("ops_1", roles=["admin"]))
+# Made at import: it must outlive the whole run (a loaded CI machine takes over half an hour).
+OPERATOR = bearer(make_token("ops_1", roles=["admin"], lifetime=6 * 3600))
 
 
 async def test_receipt_shape_and_pdf(
