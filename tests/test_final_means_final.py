@@ -163,7 +163,7 @@ class World:
 
     async def jobs(self) -> None:
         import_kind_modules()
-        options = WorkerOptions(once=True, poll_seconds=0.02, concurrency=1, lease_margin=1.0)
+        options = WorkerOptions(once=True, poll_seconds=0.02, concurrency=1)
         worker = Worker(
             self.services, options=options, kinds={CLOSE_INTENT: get_kind(CLOSE_INTENT)}
         )
@@ -347,7 +347,6 @@ async def test_stripe_taking_the_money_overturns_a_given_up_payment(
         payment_method_id="pm_card_visa",
         description=row.description,
         metadata=dict(row.metadata_),
-        receipt_email=None,
         save_payment_method=False,
         idempotency_key=f"azora:pi:{row.id}",
     )

@@ -51,7 +51,7 @@ async def deliver_events_of(services: Services, base: str, object_id: str) -> in
 
 async def run_jobs(services: Services, kind: str) -> int:
     import_kind_modules()
-    options = WorkerOptions(once=True, poll_seconds=0.02, concurrency=1, lease_margin=1.0)
+    options = WorkerOptions(once=True, poll_seconds=0.02, concurrency=1)
     worker = Worker(services, options=options, kinds={kind: get_kind(kind)})
     await worker.run()
     return worker.runs

@@ -208,10 +208,12 @@ async def test_receipt_pdf_and_resend(
     assert "on its way" in (await signed_in.get(sent.headers["location"])).text
     async with console_services.db.read() as session:
         jobs = (await session.scalars(select(Job).where(Job.kind == "receipt.email"))).all()
-    assert [j.payload.get("to") for j in jobs if "resend" in j.payload] == ["accounts@shop.example"]
+    assert [j.payload.get("email") for j in jobs if "resend" in j.payload] == [
+        "accounts@shop.example"
+    ]
     [record] = await _audit(console_services, "receipt.email_requested")
     assert record.details["channel"] == "console"
-    assert record.details["to"] == "accounts@shop.example"
+    assert record.details["email"] == "accounts@shop.example"
 
 
 async def test_parked_event_is_replayed_and_audited(

@@ -38,7 +38,7 @@ from tests.receipts.conftest import SmtpServer, pay, pdf_text, run_receipt_jobs,
 
 BUCKET = "azora-receipts"
 PREFIX = "eu/prod"
-OPERATOR = bearer(make_token("ops_1", roles=["admin"]))
+OPERATOR = bearer(make_token("ops_1", roles=["admin"], lifetime=6 * 3600))
 
 
 class MotoServer:
