@@ -753,6 +753,24 @@ async def test_k_a_fault_may_answer_a_body_of_its_own(
     assert raised.value.error.decline_code == "do_not_honor"
 
 
+async def test_k_a_fault_may_match_one_clients_body(
+    client: stripe.StripeClient, http: httpx.AsyncClient
+) -> None:
+    """Among many alike calls (a load running beside a fault), only the matching one fails."""
+    await fault(http, method="POST", path="^/v1/customers$", status=500, match="k-one@")
+    other = await client.v1.customers.create_async(
+        params={"email": "k-other@example.com"}, options={"max_network_retries": 0}
+    )
+    assert other.email == "k-other@example.com"
+    with pytest.raises(stripe.APIError):
+        await client.v1.customers.create_async(
+            params={"email": "k-one@example.com"}, options={"max_network_retries": 0}
+        )
+    assert (await http.get("/_azora/faults")).json() == []
+    bad = await http.post("/_azora/faults", json={"path": "x", "match": "("})
+    assert bad.status_code == 400
+
+
 async def test_k_data_reset_clears_idempotency_and_faults(http: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": "reset-key"}
     first = await http.post("/v1/customers", data={"email": "r@example.com"}, headers=headers)

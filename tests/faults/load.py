@@ -219,7 +219,7 @@ class Load:
 
 @dataclass
 class Snapshot:
-    """Counts kept between scenarios, to judge one scenario's share of e-mails."""
+    """What the inbox held when a scenario began, to judge its share of e-mails."""
 
     copies: Counter[str] = field(default_factory=Counter)
 
@@ -322,8 +322,8 @@ async def check_invariants(
     before: Snapshot,
     kills: int,
     settle_timeout: float = 240.0,
-) -> tuple[Figures, Snapshot]:
-    """Assert every promise for what this scenario's clients did; its figures, the new snapshot."""
+) -> Figures:
+    """Assert every promise for what this scenario's clients did; return its figures."""
     print(
         f"FAULTS {tally.name} (clients): requests={tally.requests} answers={dict(tally.answers)}"
         f" failures={len(tally.failures)} recovery={tally.recovery_seconds}"
@@ -433,4 +433,4 @@ async def check_invariants(
         kills=kills,
         p99_seconds=tally.p99(),
     )
-    return figures, Snapshot(copies=now)
+    return figures

@@ -120,6 +120,8 @@ j    webhooks: fixed 1 s delay, signed with the event's   ``--webhook-delay``; s
                                                           delivered in creation order
 k    no fault injection                                   ``POST /_azora/faults`` (JSON
                                                           ``method``, ``path`` regex,
+                                                          ``match`` (a regex the decoded
+                                                          body must contain),
                                                           ``status`` (0 = drop the
                                                           connection, 200 = the real answer
                                                           after ``delay``), ``times``, ``delay``,
@@ -186,7 +188,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
 from aiohttp import web
@@ -209,10 +211,13 @@ class Fault:
     code: str | None = None
     # The JSON answered instead of Stripe's (e.g. a card error whose parts disagree).
     body: dict[str, Any] | None = None
+    # A regex the request's body must contain too: one client's call among many alike.
+    match: str | None = None
 
-    def matches(self, request: web.Request) -> bool:
+    def matches(self, request: web.Request, body: str) -> bool:
         method_ok = self.method is None or self.method.upper() == request.method
-        return method_ok and re.search(self.path, request.path) is not None
+        body_ok = self.match is None or re.search(self.match, body) is not None
+        return method_ok and body_ok and re.search(self.path, request.path) is not None
 
 
 @dataclass
@@ -230,9 +235,13 @@ class EmulatorState:
     faults: list[Fault] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
 
-    def take_fault(self, request: web.Request) -> Fault | None:
+    async def take_fault(self, request: web.Request) -> Fault | None:
+        if not self.faults:
+            return None
+        # Percent-decoded, so a match reads as the values the client sent.
+        body = unquote_plus((await request.read()).decode(errors="replace"))
         for fault in self.faults:
-            if fault.matches(request):
+            if fault.matches(request, body):
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)
@@ -331,7 +340,7 @@ def _stripe_js() -> str:
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Gap k: answers Stripe cannot be made to give on demand."""
-    fault = request.app[STATE_KEY].take_fault(request)
+    fault = await request.app[STATE_KEY].take_fault(request)
     if fault is None:
         return await handler(request)
     if fault.after or fault.status == 200:
@@ -441,8 +450,10 @@ async def add_fault(request: web.Request) -> web.Response:
             after=bool(data.get("after", False)),
             code=str(data["code"]) if data.get("code") else None,
             body=dict(data["body"]) if data.get("body") is not None else None,
+            match=str(data["match"]) if data.get("match") else None,
         )
         re.compile(fault.path)
+        re.compile(fault.match or "")
     except (ValueError, KeyError, TypeError, re.error) as e:
         return _stripe_error(400, "invalid_request_error", f"Bad fault: {e!r}")
     request.app[STATE_KEY].faults.append(fault)
