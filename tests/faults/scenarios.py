@@ -32,6 +32,7 @@ Fault = Callable[[Stack, Tally], Awaitable[int]]
 WARMUP_SECONDS = 3.0
 AFTER_SECONDS = 5.0
 
+
 async def run_scenario(
     stack: Stack,
     name: str,
