@@ -21,7 +21,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +40,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import ADMIN_URL, admin, free_port, header  # noqa: E402
 
-SAMPLE = ReceiptDocument(
-    receipt_id="rcpt_bench",
-    number="R-2026-000042",
-    issued_at=datetime(2026, 12, 1, 10, 5, tzinfo=UTC),
-    merchant_name="Azora Demo Shop",
-    merchant_address="12 Harbour Road\nDublin D02 XY45\nIreland",
-    merchant_contact="support@azora.dev",
-    customer_email="buyer@shop.example",
-    description="Café crème — ₹ test 東京",
-    amount=2500,
-    currency="eur",
-    card_brand="visa",
-    card_last4="4242",
-)
+sys.path.insert(0, str(ROOT))
+from tests.receipts.sample import SAMPLE  # noqa: E402
+
 EVERY_SCRIPT = (
     "Café crème · Καλημέρα · Привет · مرحبا بالعالم · שלום · नमस्ते · สวัสดี"
     " · 你好 · こんにちは · 안녕하세요 € £ ¥ ₹ ₩ ₺ ₽ ₪ ₫"

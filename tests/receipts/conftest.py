@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,7 +18,6 @@ from pypdf import PdfReader
 
 from azora_payments.config import Settings
 from azora_payments.domain import receipts
-from azora_payments.domain.receipt_content import ReceiptDocument
 from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
@@ -144,22 +142,6 @@ async def pay(
     paid: dict[str, Any] = response.json()
     assert paid["status"] == "succeeded"
     return paid
-
-
-SAMPLE = ReceiptDocument(
-    receipt_id="rcpt_sample",
-    number="R-2026-000042",
-    issued_at=datetime(2026, 12, 1, 10, 5, tzinfo=UTC),
-    merchant_name="Azora Demo Shop",
-    merchant_address="12 Harbour Road\nDublin D02 XY45\nIreland",
-    merchant_contact="support@azora.dev",
-    customer_email="buyer@shop.example",
-    description="Café crème — ₹ test 東京",
-    amount=2500,
-    currency="eur",
-    card_brand="visa",
-    card_last4="4242",
-)
 
 
 def pdf_text(data: bytes) -> str:

@@ -19,7 +19,8 @@ from pypdf import PdfReader
 from azora_payments.domain.receipt_content import RefundLine, RefundMark, content_of
 from azora_payments.mail import receipt_message, refund_message
 from azora_payments.pdf import fonts_for, needs_shaping, render_receipt
-from tests.receipts.conftest import SAMPLE, pdf_text
+from tests.receipts.conftest import pdf_text
+from tests.receipts.sample import SAMPLE
 
 REQUIRE_PACKAGES = os.environ.get("AZORA_REQUIRE_PACKAGES") == "1"
 
