@@ -138,17 +138,28 @@ async def refund_row(services: Services, refund_id: str) -> Refund:
     return row
 
 
+async def settle_aged(
+    services: Services, stripe_emulator: str, refund_id: str, *, aged: timedelta
+) -> tuple[Refund, int]:
+    """Age the unanswered refund, run reconciliation's refund step: the refund, and how many
+    refunds that step sent to Stripe."""
+    await age_refund(services, refund_id, by=aged)
+    before = await emulator_count(stripe_emulator, CREATE_REFUND)
+    report = await settle_unanswered(services)
+    assert not report.errors, report.lines()
+    sent = await emulator_count(stripe_emulator, CREATE_REFUND) - before
+    return await refund_row(services, refund_id), sent
+
+
 async def test_unanswered_refund_is_sent_again_with_the_same_stripe_key(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
     payment = await paid(api)
     refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=True)
-    await age_refund(stripe_services, refund_id, by=timedelta(hours=1))
-    before = await emulator_count(stripe_emulator, CREATE_REFUND)
-    report = await settle_unanswered(stripe_services)
-    assert not report.errors, report.lines()
-    assert await emulator_count(stripe_emulator, CREATE_REFUND) == before + 1
-    row = await refund_row(stripe_services, refund_id)
+    row, sent = await settle_aged(
+        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=1)
+    )
+    assert sent == 1
     assert row.status == "succeeded"
     at_stripe = await stripe_refunds(stripe_emulator, payment["stripe_payment_intent_id"])
     # Sent again with the same Stripe key: Stripe's first refund, not a second one.
@@ -178,12 +189,10 @@ async def test_unanswered_refund_past_stripes_key_lifetime_is_looked_up(
 ) -> None:
     payment = await paid(api)
     refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=True)
-    await age_refund(stripe_services, refund_id, by=timedelta(hours=25))
-    before = await emulator_count(stripe_emulator, CREATE_REFUND)
-    report = await settle_unanswered(stripe_services)
-    assert not report.errors, report.lines()
-    assert await emulator_count(stripe_emulator, CREATE_REFUND) == before  # never sent again
-    row = await refund_row(stripe_services, refund_id)
+    row, sent = await settle_aged(
+        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=25)
+    )
+    assert sent == 0  # never sent again
     assert row.status == "succeeded"
     assert row.stripe_refund_id is not None
     at_stripe = await stripe_refunds(stripe_emulator, payment["stripe_payment_intent_id"])
@@ -195,12 +204,10 @@ async def test_unanswered_refund_stripe_never_got_is_failed_and_told(
 ) -> None:
     payment = await paid(api)
     refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=False)
-    await age_refund(stripe_services, refund_id, by=timedelta(hours=25))
-    before = await emulator_count(stripe_emulator, CREATE_REFUND)
-    report = await settle_unanswered(stripe_services)
-    assert not report.errors, report.lines()
-    assert await emulator_count(stripe_emulator, CREATE_REFUND) == before
-    row = await refund_row(stripe_services, refund_id)
+    row, sent = await settle_aged(
+        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=25)
+    )
+    assert sent == 0
     assert (row.status, row.failure_reason) == ("failed", "stripe_unreachable")
     after = (await api.get(f"/api/payments/{payment['id']}", headers=operator())).json()
     assert after["amount_refunded"] == 0
