@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -309,14 +309,30 @@ async def give_up_pass(services: Services) -> reconcile.Report:
     return report
 
 
-async def unreachable(api: httpx.AsyncClient, base: str, headers: dict[str, str]) -> str:
+class Unreachable(NamedTuple):
+    user: str
+    headers: dict[str, str]
+    payment_id: str
+
+
+async def unreachable(api: httpx.AsyncClient, base: str) -> Unreachable:
+    """A new user's payment answered 503 (Stripe unreachable): who, their key, the payment."""
+    user = f"user_{uuid.uuid4().hex[:10]}"
+    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
     await emulator_faults(base, method="POST", path="^/v1/payment_intents$", status=503, times=2)
     try:
         down = await api.post(PROCESS, json=payment_body(), headers=headers)
     finally:
         await emulator_clear_faults(base)
     assert down.status_code == 503, down.text
-    return str(down.json()["payment_id"])
+    return Unreachable(user, headers, str(down.json()["payment_id"]))
+
+
+async def stored_payment(services: Services, payment_id: str) -> Payment:
+    async with services.db.read() as session:
+        row = await session.get(Payment, payment_id)
+    assert row is not None
+    return row
 
 
 async def test_stripe_taking_the_money_overturns_a_given_up_payment(
@@ -326,18 +342,14 @@ async def test_stripe_taking_the_money_overturns_a_given_up_payment(
     the key's stored answer becomes the 201, an audit record and payment.succeeded say so."""
     from tests.test_intents_closed import audited, deliver_events_of, told
 
-    user = f"user_{uuid.uuid4().hex[:10]}"
-    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
-    payment_id = await unreachable(api, stripe_emulator, headers)
+    _user, headers, payment_id = await unreachable(api, stripe_emulator)
     report = await give_up_pass(stripe_services)
     assert f"{payment_id}: processing -> failed (no PaymentIntent at Stripe)" in report.changes
     given_up = await api.post(PROCESS, json=payment_body(), headers=headers)
     assert (given_up.status_code, given_up.json()["code"]) == (409, "payment_failed")
 
     # The lost request's call reaches Stripe after all (same Stripe idempotency key).
-    async with stripe_services.db.read() as session:
-        row = await session.get(Payment, payment_id)
-    assert row is not None
+    row = await stored_payment(stripe_services, payment_id)
     late = await stripe_services.stripe.create_payment_intent(
         payment_id=row.id,
         user_id=row.user_id,
@@ -372,12 +384,8 @@ async def test_an_unconfirmed_intent_found_is_canceled_and_the_payment_given_up(
     it before giving up, so nothing can be charged on it afterwards."""
     from tests.test_intents_closed import at_stripe, intent
 
-    user = f"user_{uuid.uuid4().hex[:10]}"
-    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
-    payment_id = await unreachable(api, stripe_emulator, headers)
-    async with stripe_services.db.read() as session:
-        row = await session.get(Payment, payment_id)
-    assert row is not None
+    user, headers, payment_id = await unreachable(api, stripe_emulator)
+    row = await stored_payment(stripe_services, payment_id)
     made = await at_stripe(
         stripe_emulator,
         "POST",
@@ -403,9 +411,7 @@ async def test_a_retry_holding_the_key_is_never_raced(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
     """While a request holds the payment's key, reconciliation leaves the payment alone."""
-    user = f"user_{uuid.uuid4().hex[:10]}"
-    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
-    payment_id = await unreachable(api, stripe_emulator, headers)
+    _user, _headers, payment_id = await unreachable(api, stripe_emulator)
     async with stripe_services.db.transaction() as session:
         key = await session.scalar(
             select(IdempotencyKey).where(IdempotencyKey.payment_id == payment_id)
@@ -415,9 +421,7 @@ async def test_a_retry_holding_the_key_is_never_raced(
     report = await give_up_pass(stripe_services)
     assert report.deferred == 1
     assert report.changes == []
-    async with stripe_services.db.read() as session:
-        row = await session.get(Payment, payment_id)
-    assert row is not None
+    row = await stored_payment(stripe_services, payment_id)
     assert row.status == "processing"
 
 
@@ -425,9 +429,7 @@ async def test_stripe_unavailable_while_asking_gives_nothing_up(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
     """ "No PaymentIntent" is declared only once Stripe answered both questions."""
-    user = f"user_{uuid.uuid4().hex[:10]}"
-    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
-    payment_id = await unreachable(api, stripe_emulator, headers)
+    _user, headers, payment_id = await unreachable(api, stripe_emulator)
     await emulator_faults(
         stripe_emulator, method="GET", path="^/v1/payment_intents$", status=503, times=2
     )
@@ -456,12 +458,8 @@ async def test_an_intent_for_another_amount_is_not_ours(
     """An intent carrying our payment id but not its amount is audited, not applied."""
     from tests.test_intents_closed import at_stripe, audited
 
-    user = f"user_{uuid.uuid4().hex[:10]}"
-    headers = {**bearer(make_token(user)), "Idempotency-Key": uuid.uuid4().hex}
-    payment_id = await unreachable(api, stripe_emulator, headers)
-    async with stripe_services.db.read() as session:
-        row = await session.get(Payment, payment_id)
-    assert row is not None
+    _user, _headers, payment_id = await unreachable(api, stripe_emulator)
+    row = await stored_payment(stripe_services, payment_id)
     made = await at_stripe(
         stripe_emulator,
         "POST",
