@@ -30,6 +30,24 @@ async def _dispute(session: object, payment_id: str, status: str) -> None:
     )
 
 
+def _event(
+    id: str, *, type: str, object_id: str, status: str, attempts: int, last_error: str | None = None
+) -> WebhookEvent:
+    return WebhookEvent(
+        last_error=last_error,
+        id=id,
+        type=type,
+        livemode=False,
+        stripe_created=utcnow(),
+        object_id=object_id,
+        payload={},
+        status=status,
+        attempts=attempts,
+        source="webhook",
+        received_at=utcnow(),
+    )
+
+
 @pytest.fixture
 async def signed_in(console: httpx.AsyncClient) -> httpx.AsyncClient:
     await sign_in(console)
@@ -65,6 +83,43 @@ async def test_overview_counts_money_by_currency_and_draws_the_hours(
     assert svg is not None
     assert "2 succeeded, 1 failed" in svg.group(0)
     assert svg.group(0).count("<rect") == 2  # this hour's two stacked bars
+
+
+async def test_overview_counts_what_waits_for_an_operator(
+    signed_in: httpx.AsyncClient, console_services: Services
+) -> None:
+    """The tiles: open disputes (not the closed ones), parked events, dead and queued jobs."""
+    open_one = await seed_succeeded(console_services, amount=700, enqueue=False)
+    closed = await seed_succeeded(console_services, amount=800, enqueue=False)
+    queued = [await seed_succeeded(console_services, amount=900) for _ in range(3)]
+    async with console_services.db.transaction() as session:
+        await _dispute(session, open_one, "needs_response")
+        await _dispute(session, closed, "won")
+        session.add(
+            _event(
+                "evt_parked_tile",
+                type="payment_intent.succeeded",
+                object_id="pi_tile",
+                status="parked",
+                attempts=15,
+            )
+        )
+        dead = (await session.scalars(select(Job.id).order_by(Job.id).limit(1))).one()
+        await session.execute(update(Job).where(Job.id == dead).values(status="dead"))
+    assert len(queued) == 3
+    text = (await signed_in.get("/console")).text
+
+    def tile(label: str) -> str:
+        found = re.search(r'<span class="n">(\d+)</span> ' + label, text)
+        assert found is not None, label
+        return found.group(1)
+
+    assert tile("open disputes") == "1"
+    assert tile("parked events") == "1"
+    assert tile("dead jobs") == "1"
+    assert tile("jobs queued") == "2"  # three receipt jobs, one of them dead
+    assert tile("refunds to approve") == "0"
+    assert "oldest due since" in text
 
 
 async def test_search_by_id_user_status_amount_and_date(
@@ -154,17 +209,12 @@ async def test_payment_page_shows_the_decline_the_dispute_and_the_timeline(
     async with console_services.db.transaction() as session:
         await _dispute(session, failed.id, "needs_response")
         session.add(
-            WebhookEvent(
-                id="evt_timeline_1",
+            _event(
+                "evt_timeline_1",
                 type="payment_intent.payment_failed",
-                livemode=False,
-                stripe_created=utcnow(),
                 object_id="pi_declined_2",
-                payload={},
                 status="applied",
                 attempts=1,
-                source="webhook",
-                received_at=utcnow(),
             )
         )
         await notifications.tell(
@@ -222,18 +272,13 @@ async def test_parked_event_is_replayed_and_audited(
     payment = await seed_payment(console_services, status="processing", pi_id="pi_parked_1")
     async with console_services.db.transaction() as session:
         session.add(
-            WebhookEvent(
-                id="evt_parked_1",
+            _event(
+                "evt_parked_1",
                 type="payment_intent.succeeded",
-                livemode=False,
-                stripe_created=utcnow(),
                 object_id="pi_parked_1",
-                payload={},
                 status="parked",
                 attempts=15,
                 last_error="RuntimeError: boom\nmore",
-                source="webhook",
-                received_at=utcnow(),
             )
         )
     page = (await signed_in.get("/console/events")).text

@@ -37,6 +37,7 @@ from azora_payments.pagination import decode_cursor, encode_cursor
 
 PAGE_SIZE = 25
 LIST_SIZE = 100
+TOP_DECLINES = 10
 EMAIL_ACTIONS = frozenset({"receipt.emailed", "refund.emailed"})
 
 
@@ -287,24 +288,28 @@ class Overview:
     now: datetime
 
 
-async def _window(session: Any, label: str, since: datetime, now: datetime) -> Window:
-    totals = await stats.payment_totals(session, since=since)
-    refunds = await stats.refund_totals(session, since=since)
+def _window(
+    label: str, now: datetime, groups: list[stats.Group], refunds: list[stats.Total]
+) -> Window:
     by_currency: dict[str, dict[str, int]] = {}
-    for t in totals:
-        line = by_currency.setdefault(
-            t.currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
+
+    def line_of(currency: str) -> dict[str, int]:
+        return by_currency.setdefault(
+            currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
         )
-        line["count"] += t.count
-        if t.status == "succeeded":
-            line["succeeded"] += t.count
-            line["volume"] += t.amount
+
+    declines: dict[str, int] = {}
+    for g in groups:
+        line = line_of(g.currency)
+        line["count"] += g.count
+        if g.status == "succeeded":
+            line["succeeded"] += g.count
+            line["volume"] += g.amount
+        if g.reason is not None:
+            declines[g.reason] = declines.get(g.reason, 0) + g.count
     for r in refunds:
         if r.status == "succeeded":
-            line = by_currency.setdefault(
-                r.currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
-            )
-            line["refunded"] += r.amount
+            line_of(r.currency)["refunded"] += r.amount
     lines = [
         CurrencyLine(currency=c, **values)
         for c, values in sorted(by_currency.items(), key=lambda kv: -kv[1]["count"])
@@ -313,12 +318,20 @@ async def _window(session: Any, label: str, since: datetime, now: datetime) -> W
         label=label,
         as_of=now,
         lines=lines,
-        declines=await stats.declines(session, since=since),
+        declines=sorted(declines.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_DECLINES],
         refunds=sum(r.count for r in refunds),
-        attempts=sum(t.count for t in totals),
-        succeeded=sum(t.count for t in totals if t.status == "succeeded"),
-        failed=sum(t.count for t in totals if t.status == "failed"),
+        attempts=sum(g.count for g in groups),
+        succeeded=sum(g.count for g in groups if g.status == "succeeded"),
+        failed=sum(g.count for g in groups if g.status == "failed"),
     )
+
+
+async def _read_window(
+    session: Any, label: str, since: datetime, now: datetime
+) -> tuple[Window, list[stats.Group]]:
+    groups = await stats.payment_groups(session, since=since)
+    refunds = await stats.refund_totals(session, since=since)
+    return _window(label, now, groups, refunds), groups
 
 
 # The 30-day figures sum ~30 times more payments than the day's: each process keeps them this
@@ -333,7 +346,7 @@ async def _long_window(session: Any, db: Database, now: datetime) -> Window:
     cached = _long_windows.get(db)
     if cached is not None and time.monotonic() - cached[0] < LONG_WINDOW_SECONDS:
         return cached[1]
-    window = await _window(session, "Last 30 days", now - timedelta(days=30), now)
+    window, _ = await _read_window(session, "Last 30 days", now - timedelta(days=30), now)
     _long_windows[db] = (time.monotonic(), window)
     return window
 
@@ -341,42 +354,31 @@ async def _long_window(session: Any, db: Database, now: datetime) -> Window:
 async def overview(*, db: Database, now: datetime) -> Overview:
     day_start = now - timedelta(hours=24)
     async with db.read() as session:
-        windows = [
-            await _window(session, "Last 24 hours", day_start, now),
-            await _long_window(session, db, now),
-        ]
-        per_hour = await stats.per_hour(session, since=day_start)
-        queue = await jobs_repo.stats(session, now=now)
-        overview_counts = (
-            await stats.open_disputes(session),
-            await stats.events_with_status(session, events_repo.PARKED),
-            await stats.oldest_waiting_event(session),
-            await events_repo.newest_created(session),
-            len(await console_repo.pending_approvals(session, limit=LIST_SIZE)),
-        )
+        day, groups = await _read_window(session, "Last 24 hours", day_start, now)
+        windows = [day, await _long_window(session, db, now)]
+        waiting = await stats.attention(session, now=now)
     first_hour = day_start.replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
     buckets: dict[str, list[int]] = {}
     for offset in range(25):
         hour = first_hour + timedelta(hours=offset)
         buckets[hour.strftime("%Y-%m-%dT%H")] = [0, 0]
-    for hour_key, status, count in per_hour:
-        if hour_key in buckets:
-            buckets[hour_key][0 if status == "succeeded" else 1] += count
+    for g in groups:
+        if g.hour in buckets and g.status in ("succeeded", "failed"):
+            buckets[g.hour][0 if g.status == "succeeded" else 1] += g.count
     hours = [
         (datetime.strptime(k, "%Y-%m-%dT%H").replace(tzinfo=UTC), s, f)
         for k, (s, f) in buckets.items()
     ]
-    disputes, parked, waiting, newest, approvals = overview_counts
     return Overview(
         windows=windows,
         hours=hours,
-        open_disputes=disputes,
-        parked_events=parked,
-        dead_jobs=sum(queue.dead_by_kind.values()),
-        queue_depth=sum(queue.ready_by_kind.values()),
-        oldest_due=queue.oldest_due_at,
-        oldest_waiting_event=waiting,
-        newest_event=newest,
-        pending_approvals=approvals,
+        open_disputes=waiting.open_disputes,
+        parked_events=waiting.parked_events,
+        dead_jobs=waiting.dead_jobs,
+        queue_depth=waiting.queue_depth,
+        oldest_due=waiting.oldest_due,
+        oldest_waiting_event=waiting.oldest_waiting_event,
+        newest_event=waiting.newest_event,
+        pending_approvals=waiting.pending_approvals,
         now=now,
     )
