@@ -37,7 +37,6 @@ from azora_payments.pagination import decode_cursor, encode_cursor
 
 PAGE_SIZE = 25
 LIST_SIZE = 100
-TOP_DECLINES = 10
 EMAIL_ACTIONS = frozenset({"receipt.emailed", "refund.emailed"})
 
 
@@ -289,7 +288,11 @@ class Overview:
 
 
 def _window(
-    label: str, now: datetime, groups: list[stats.Group], refunds: list[stats.Total]
+    label: str,
+    now: datetime,
+    groups: list[stats.Group],
+    refunds: list[stats.Total],
+    declines: list[tuple[str, int]],
 ) -> Window:
     by_currency: dict[str, dict[str, int]] = {}
 
@@ -298,15 +301,12 @@ def _window(
             currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
         )
 
-    declines: dict[str, int] = {}
     for g in groups:
         line = line_of(g.currency)
         line["count"] += g.count
         if g.status == "succeeded":
             line["succeeded"] += g.count
             line["volume"] += g.amount
-        if g.reason is not None:
-            declines[g.reason] = declines.get(g.reason, 0) + g.count
     for r in refunds:
         if r.status == "succeeded":
             line_of(r.currency)["refunded"] += r.amount
@@ -318,7 +318,7 @@ def _window(
         label=label,
         as_of=now,
         lines=lines,
-        declines=sorted(declines.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_DECLINES],
+        declines=declines,
         refunds=sum(r.count for r in refunds),
         attempts=sum(g.count for g in groups),
         succeeded=sum(g.count for g in groups if g.status == "succeeded"),
@@ -331,7 +331,8 @@ async def _read_window(
 ) -> tuple[Window, list[stats.Group]]:
     groups = await stats.payment_groups(session, since=since)
     refunds = await stats.refund_totals(session, since=since)
-    return _window(label, now, groups, refunds), groups
+    declines = await stats.declines(session, since=since)
+    return _window(label, now, groups, refunds, declines), groups
 
 
 # The 30-day figures sum ~30 times more payments than the day's: each process keeps them this
