@@ -1,5 +1,8 @@
 """Stripe events: verified and recorded on arrival, then applied exactly once, by a job, through
-the `settle_*` functions that reconciliation reuses.
+the `settle_*` functions that reconciliation reuses. Each state machine lives with its object
+(`payments.settle_intent`, `refunds.settle_refund`, `disputes.settle_dispute`,
+`methods.settle_payment_method`); this module finds the payment an event is about and picks the
+handler from one table (`HANDLERS`, by event type).
 
     webhook ─► verify (raw body, every secret) ─► [event row + apply job, one transaction] ─► 200
     job     ─► lock event, lock payment ─► settle_* ─► [changes + event `applied`, one transaction]
@@ -7,40 +10,37 @@ the `settle_*` functions that reconciliation reuses.
 Ordering rules, so that any order, duplication or delay of events ends in the same state:
 
 - a payment's status only moves forward (`domain.payments.apply_intent`);
-- a refund's status only moves forward (pending < requires_action < succeeded < failed/canceled:
-  a succeeded refund can still fail at the bank), and its amount is Stripe's;
-- `amount_refunded` is recomputed from the refund rows (pending or succeeded ones, as Stripe
-  counts), never by adding events up, so a replayed event cannot count twice;
-- `disputed` only becomes true; `dispute_status` only moves forward
-  (needs_response < under_review < won/lost/warning_closed).
+- a refund's status only moves forward, its amount is Stripe's, and `amount_refunded` is
+  recomputed from the refund rows, never by adding events up (`domain.refunds`);
+- `disputed` only becomes true; `dispute_status` only moves forward (`domain.disputes`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments.db.models import Payment, Refund
+from azora_payments.db.models import Payment
 from azora_payments.db.repositories import events as events_repo
-from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, outcomes
-from azora_payments.domain.payments import apply_intent, intent_mismatch, refuse_mismatch
+from azora_payments.domain.disputes import settle_dispute
+from azora_payments.domain.methods import settle_payment_method
+from azora_payments.domain.payments import intent_mismatch, refuse_mismatch, settle_intent
+from azora_payments.domain.refunds import settle_refund
 from azora_payments.errors import InternalError, InvalidSignature
-from azora_payments.ids import new_id
 from azora_payments.jobs.queue import enqueue
 from azora_payments.logs import log_fields
 from azora_payments.metrics import WEBHOOK_EVENTS
 from azora_payments.stripe_gateway import (
     StripeGateway,
-    StripeIntent,
     StripeRefund,
     intent_from_object,
     refund_from_object,
@@ -49,40 +49,6 @@ from azora_payments.stripe_gateway import (
 logger = logging.getLogger(__name__)
 
 APPLY_KIND = "stripe.event.apply"
-
-INTENT_EVENTS = frozenset(
-    {
-        "payment_intent.succeeded",
-        "payment_intent.payment_failed",
-        "payment_intent.processing",
-        "payment_intent.requires_action",
-        "payment_intent.canceled",
-    }
-)
-REFUND_EVENTS = frozenset(
-    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
-)
-CHARGE_REFUNDED = "charge.refunded"
-DISPUTE_EVENTS = frozenset(
-    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
-)
-METHOD_EVENTS = frozenset(
-    {"payment_method.attached", "payment_method.detached", "payment_method.updated"}
-)
-HANDLED = INTENT_EVENTS | REFUND_EVENTS | DISPUTE_EVENTS | METHOD_EVENTS | {CHARGE_REFUNDED}
-
-_REFUND_RANK = {"pending": 0, "requires_action": 1, "succeeded": 2, "failed": 3, "canceled": 3}
-# What `amount_refunded` counts, as Stripe does: money that is or will be returned.
-COUNTED_REFUNDS = frozenset({"pending", "succeeded"})
-_DISPUTE_RANK = {
-    "warning_needs_response": 0,
-    "needs_response": 0,
-    "warning_under_review": 1,
-    "under_review": 1,
-    "won": 2,
-    "lost": 2,
-    "warning_closed": 2,
-}
 
 
 # ------------------------------------------------------------------ ingest
@@ -209,60 +175,112 @@ async def note_failure(db: Database, event_id: str, *, error: str, park: bool) -
 async def apply_event(session: AsyncSession, event: dict[str, Any]) -> Applied:
     """The one place an event's type decides what changes, in the caller's transaction."""
     event_type = str(event.get("type"))
-    obj = _object(event)
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return Applied(events_repo.IGNORED, reason=f"type {event_type} is not handled")
     created = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
-    if event_type in INTENT_EVENTS:
-        intent = intent_from_object(obj)
-        payment = await find_payment(
-            session, intent_id=intent.id, payment_id=intent.metadata.get("azora_payment_id")
+    return await handler(session, event_type, _object(event), created)
+
+
+# What an event type's handler gets: the session, the type, the event's object and its time.
+Handler = Callable[[AsyncSession, str, dict[str, Any], datetime], Awaitable[Applied]]
+
+
+async def _on_intent(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], created: datetime
+) -> Applied:
+    intent = intent_from_object(obj)
+    payment = await find_payment(
+        session, intent_id=intent.id, payment_id=intent.metadata.get("azora_payment_id")
+    )
+    if payment is None:
+        return _unknown(obj)
+    mismatch = intent_mismatch(payment, intent)
+    if mismatch is not None:
+        refuse_mismatch(session, payment, intent, field=mismatch)
+        return Applied(
+            events_repo.IGNORED, reason=f"{intent.id} does not match {payment.id}: {mismatch}"
         )
-        if payment is None:
-            return _unknown(obj)
-        mismatch = intent_mismatch(payment, intent)
-        if mismatch is not None:
-            refuse_mismatch(session, payment, intent, field=mismatch)
-            return Applied(
-                events_repo.IGNORED, reason=f"{intent.id} does not match {payment.id}: {mismatch}"
-            )
-        return Applied(events_repo.APPLIED, await settle_intent(session, payment, intent))
-    if event_type in REFUND_EVENTS:
-        refund = refund_from_object(obj)
-        payment = await _payment_of_refund(session, refund)
-        if payment is None:
-            return _unknown(obj)
-        return Applied(events_repo.APPLIED, await settle_refund(session, payment, refund))
-    if event_type == CHARGE_REFUNDED:
-        payment = await find_payment(
-            session,
-            intent_id=_id_of(obj.get("payment_intent")),
-            payment_id=(obj.get("metadata") or {}).get("azora_payment_id"),
-            charge_id=_id_of(obj.get("id")),
+    return Applied(events_repo.APPLIED, await settle_intent(session, payment, intent))
+
+
+async def _on_refund(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], created: datetime
+) -> Applied:
+    refund = refund_from_object(obj)
+    payment = await _payment_of_refund(session, refund)
+    if payment is None:
+        return _unknown(obj)
+    return Applied(events_repo.APPLIED, await settle_refund(session, payment, refund))
+
+
+async def _on_charge_refunded(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], created: datetime
+) -> Applied:
+    payment = await find_payment(
+        session,
+        intent_id=_id_of(obj.get("payment_intent")),
+        payment_id=(obj.get("metadata") or {}).get("azora_payment_id"),
+        charge_id=_id_of(obj.get("id")),
+    )
+    if payment is None:
+        return _unknown(obj)
+    if payment.stripe_charge_id is None:
+        payment.stripe_charge_id = _id_of(obj.get("id"))
+    changes: list[str] = []
+    # Newer API versions leave `refunds` out of the Charge; then the refund.* events (and
+    # reconciliation) bring the refunds, and this event has nothing of its own to add.
+    for item in (obj.get("refunds") or {}).get("data") or []:
+        changes += await settle_refund(session, payment, refund_from_object(item))
+    return Applied(events_repo.APPLIED, changes)
+
+
+async def _on_dispute(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], created: datetime
+) -> Applied:
+    payment = await find_payment(
+        session,
+        intent_id=_id_of(obj.get("payment_intent")),
+        charge_id=_id_of(obj.get("charge")),
+    )
+    if payment is None:
+        return _unknown(obj)
+    changes = await settle_dispute(
+        session, payment, dispute_id=str(obj.get("id")), status=str(obj.get("status"))
+    )
+    return Applied(events_repo.APPLIED, changes)
+
+
+async def _on_payment_method(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], created: datetime
+) -> Applied:
+    changes = await settle_payment_method(session, event_type, obj, created=created)
+    if changes is None:
+        return Applied(
+            events_repo.IGNORED, reason=f"payment method {obj.get('id')} is not saved here"
         )
-        if payment is None:
-            return _unknown(obj)
-        if payment.stripe_charge_id is None:
-            payment.stripe_charge_id = _id_of(obj.get("id"))
-        changes: list[str] = []
-        # Newer API versions leave `refunds` out of the Charge; then the refund.* events (and
-        # reconciliation) bring the refunds, and this event has nothing of its own to add.
-        for item in (obj.get("refunds") or {}).get("data") or []:
-            changes += await settle_refund(session, payment, refund_from_object(item))
-        return Applied(events_repo.APPLIED, changes)
-    if event_type in DISPUTE_EVENTS:
-        payment = await find_payment(
-            session,
-            intent_id=_id_of(obj.get("payment_intent")),
-            charge_id=_id_of(obj.get("charge")),
-        )
-        if payment is None:
-            return _unknown(obj)
-        changes = await settle_dispute(
-            session, payment, dispute_id=str(obj.get("id")), status=str(obj.get("status"))
-        )
-        return Applied(events_repo.APPLIED, changes)
-    if event_type in METHOD_EVENTS:
-        return await settle_payment_method(session, event_type, obj, created=created)
-    return Applied(events_repo.IGNORED, reason=f"type {event_type} is not handled")
+    return Applied(events_repo.APPLIED, changes)
+
+
+HANDLERS: dict[str, Handler] = {
+    "payment_intent.succeeded": _on_intent,
+    "payment_intent.payment_failed": _on_intent,
+    "payment_intent.processing": _on_intent,
+    "payment_intent.requires_action": _on_intent,
+    "payment_intent.canceled": _on_intent,
+    "refund.created": _on_refund,
+    "refund.updated": _on_refund,
+    "refund.failed": _on_refund,
+    "charge.refund.updated": _on_refund,
+    "charge.refunded": _on_charge_refunded,
+    "charge.dispute.created": _on_dispute,
+    "charge.dispute.updated": _on_dispute,
+    "charge.dispute.closed": _on_dispute,
+    "payment_method.attached": _on_payment_method,
+    "payment_method.detached": _on_payment_method,
+    "payment_method.updated": _on_payment_method,
+}
+HANDLED = frozenset(HANDLERS)
 
 
 def _unknown(obj: dict[str, Any]) -> Applied:
@@ -308,177 +326,6 @@ async def _payment_of_refund(session: AsyncSession, refund: StripeRefund) -> Pay
             if payment is not None and refund.charge in (None, payment.stripe_charge_id):
                 return payment
     return await find_payment(session, charge_id=refund.charge)
-
-
-# ------------------------------------------------------------------ settle: shared with reconcile
-
-
-async def settle_intent(session: AsyncSession, payment: Payment, intent: StripeIntent) -> list[str]:
-    """Bring a locked payment forward to what Stripe's PaymentIntent says."""
-    previous = payment.status
-    if not await apply_intent(session, payment, intent, actor=audit.STRIPE):
-        return []
-    return [f"{payment.id}: {previous} -> {payment.status}"]
-
-
-async def settle_refund(session: AsyncSession, payment: Payment, refund: StripeRefund) -> list[str]:
-    """Record or update the refund Stripe describes, then recompute `amount_refunded` from the
-    rows. A refund made in Stripe's dashboard becomes a refund of the payment (`created_by`
-    stripe)."""
-    changes: list[str] = []
-    row = await refunds_repo.get_by_stripe_id(session, refund.id)
-    ours = refund.metadata.get("azora_refund_id")
-    id_free = True
-    if row is None and ours:
-        row = await refunds_repo.get(session, ours)
-        id_free = row is None
-        if row is not None and row.payment_id != payment.id:
-            row = None  # metadata pointing elsewhere: trust Stripe's object, not the label
-    now = utcnow()
-    if row is None:
-        row = Refund(
-            # Our own refund whose row is missing keeps the id Stripe carries for it.
-            id=ours if ours and id_free else new_id("rf"),
-            payment_id=payment.id,
-            amount=refund.amount,
-            currency=refund.currency,
-            status=refund.status,
-            reason=refund.reason,
-            stripe_refund_id=refund.id,
-            failure_reason=refund.failure_reason,
-            created_by=audit.STRIPE_ACTOR,
-            created_at=now,
-            updated_at=now,
-        )
-        refunds_repo.add(session, row)
-        audit.record(
-            session,
-            actor=audit.STRIPE,
-            action="refund.created",
-            payment_id=payment.id,
-            details={
-                "refund_id": row.id,
-                "stripe_refund_id": refund.id,
-                "amount": refund.amount,
-                "status": refund.status,
-                "made_in_stripe": ours is None,
-            },
-        )
-        changes.append(f"{payment.id}: refund {row.id} recorded ({refund.status})")
-        await outcomes.refund_status_changed(session, payment, row, previous=None)
-    else:
-        if row.stripe_refund_id is None:
-            row.stripe_refund_id = refund.id
-        if row.amount != refund.amount:
-            row.amount = refund.amount  # Stripe's amount is the truth
-            row.updated_at = now
-        if _refund_may_move(row.status, refund.status):
-            previous = row.status
-            row.status = refund.status
-            if refund.failure_reason:
-                row.failure_reason = refund.failure_reason
-            row.updated_at = now
-            audit.record(
-                session,
-                actor=audit.STRIPE,
-                action=f"refund.{refund.status}",
-                payment_id=payment.id,
-                details={"refund_id": row.id, "from": previous, "stripe_refund_id": refund.id},
-            )
-            changes.append(f"{payment.id}: refund {row.id} {previous} -> {refund.status}")
-            await outcomes.refund_status_changed(session, payment, row, previous=previous)
-    changes += await recount_refunded(session, payment)
-    return changes
-
-
-def _refund_may_move(current: str, new: str) -> bool:
-    if current == new or new not in _REFUND_RANK:
-        return False
-    return _REFUND_RANK[new] > _REFUND_RANK.get(current, -1)
-
-
-async def recount_refunded(session: AsyncSession, payment: Payment) -> list[str]:
-    """`amount_refunded` from the refund rows (pending and succeeded count, as Stripe counts)."""
-    rows = await refunds_repo.of_payment(session, payment.id)
-    total = sum(r.amount for r in rows if r.status in COUNTED_REFUNDS)
-    if total == payment.amount_refunded:
-        return []
-    previous = payment.amount_refunded
-    payment.amount_refunded = total
-    payment.updated_at = utcnow()
-    return [f"{payment.id}: amount_refunded {previous} -> {total}"]
-
-
-async def settle_dispute(
-    session: AsyncSession, payment: Payment, *, dispute_id: str, status: str
-) -> list[str]:
-    """`disputed` becomes true and stays; `dispute_status` moves forward only."""
-    changes: list[str] = []
-    first = not payment.disputed
-    previous = payment.dispute_status
-    moves = status in _DISPUTE_RANK and (
-        previous is None or _DISPUTE_RANK[status] > _DISPUTE_RANK.get(previous, -1)
-    )
-    if not first and not moves:
-        return changes
-    payment.disputed = True
-    if moves:
-        payment.dispute_status = status
-    payment.updated_at = utcnow()
-    audit.record(
-        session,
-        actor=audit.STRIPE,
-        action="payment.disputed" if first else "payment.dispute_updated",
-        payment_id=payment.id,
-        details={"dispute_id": dispute_id, "status": payment.dispute_status, "from": previous},
-    )
-    changes.append(f"{payment.id}: dispute {previous} -> {payment.dispute_status}")
-    await outcomes.dispute_changed(session, payment, previous_status=previous, first=first)
-    return changes
-
-
-async def settle_payment_method(
-    session: AsyncSession, event_type: str, obj: dict[str, Any], *, created: datetime
-) -> Applied:
-    """Keep saved cards in line with Stripe. Attaching needs nothing: a card is saved only when
-    its owner asks (`/methods/save` or `save_payment_method`), not whenever Stripe attaches it."""
-    pm_id = str(obj.get("id"))
-    row = await methods_repo.get(session, pm_id)
-    if row is None:
-        return Applied(events_repo.IGNORED, reason=f"payment method {pm_id} is not saved here")
-    if event_type == "payment_method.detached":
-        # A detach older than the row is from before the card was saved again: keep it. Events
-        # carry whole seconds, so a detach in the saving second still removes the row.
-        if row.created_at >= created + timedelta(seconds=1):
-            return Applied(events_repo.APPLIED, reason="detach older than the saved card")
-        await methods_repo.remove(session, pm_id)
-        audit.record(
-            session,
-            actor=audit.STRIPE,
-            action="payment_method.detached",
-            details={"payment_method_id": pm_id, "user_id": row.user_id},
-        )
-        return Applied(events_repo.APPLIED, [f"{pm_id}: removed (detached in Stripe)"])
-    if event_type == "payment_method.updated":
-        card = obj.get("card") or {}
-        fresh = {
-            "brand": card.get("brand", row.brand),
-            "last4": card.get("last4", row.last4),
-            "exp_month": card.get("exp_month", row.exp_month),
-            "exp_year": card.get("exp_year", row.exp_year),
-        }
-        if all(getattr(row, k) == v for k, v in fresh.items()):
-            return Applied(events_repo.APPLIED)
-        for key, value in fresh.items():
-            setattr(row, key, value)
-        audit.record(
-            session,
-            actor=audit.STRIPE,
-            action="payment_method.updated",
-            details={"payment_method_id": pm_id, "user_id": row.user_id},
-        )
-        return Applied(events_repo.APPLIED, [f"{pm_id}: card details refreshed"])
-    return Applied(events_repo.APPLIED)
 
 
 # ------------------------------------------------------------------ helpers

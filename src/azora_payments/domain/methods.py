@@ -3,13 +3,18 @@
 Stripe calls happen between our short transactions, never inside one. Every step is safe to
 repeat: the customer is created under an idempotency key derived from the user id, an attach
 under one derived from the method and customer, and rows are inserted "if absent", so two first
-requests that race end with one customer and one row.
+requests that race end with one customer and one row. Stripe's `payment_method.*` events keep
+the saved rows in line (`settle_payment_method`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.auth import User
 from azora_payments.db.models import PaymentMethod
@@ -146,6 +151,51 @@ async def delete(
             action="payment_method.deleted",
             details={"payment_method_id": payment_method_id},
         )
+
+
+async def settle_payment_method(
+    session: AsyncSession, event_type: str, obj: dict[str, Any], *, created: datetime
+) -> list[str] | None:
+    """Keep saved cards in line with Stripe's `payment_method.*` events; what changed, or None
+    when the method is not saved here. Attaching needs nothing: a card is saved only when its
+    owner asks (`/methods/save` or `save_payment_method`), not whenever Stripe attaches it."""
+    pm_id = str(obj.get("id"))
+    row = await methods_repo.get(session, pm_id)
+    if row is None:
+        return None
+    if event_type == "payment_method.detached":
+        # A detach older than the row is from before the card was saved again: keep it. Events
+        # carry whole seconds, so a detach in the saving second still removes the row.
+        if row.created_at >= created + timedelta(seconds=1):
+            return []
+        await methods_repo.remove(session, pm_id)
+        audit.record(
+            session,
+            actor=audit.STRIPE,
+            action="payment_method.detached",
+            details={"payment_method_id": pm_id, "user_id": row.user_id},
+        )
+        return [f"{pm_id}: removed (detached in Stripe)"]
+    if event_type == "payment_method.updated":
+        card = obj.get("card") or {}
+        fresh = {
+            "brand": card.get("brand", row.brand),
+            "last4": card.get("last4", row.last4),
+            "exp_month": card.get("exp_month", row.exp_month),
+            "exp_year": card.get("exp_year", row.exp_year),
+        }
+        if all(getattr(row, k) == v for k, v in fresh.items()):
+            return []
+        for key, value in fresh.items():
+            setattr(row, key, value)
+        audit.record(
+            session,
+            actor=audit.STRIPE,
+            action="payment_method.updated",
+            details={"payment_method_id": pm_id, "user_id": row.user_id},
+        )
+        return [f"{pm_id}: card details refreshed"]
+    return []
 
 
 def _brand(method: StripePaymentMethod) -> str | None:

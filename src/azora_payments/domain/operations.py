@@ -41,8 +41,8 @@ async def replay_events(
                 result.missing.append(event_id)
                 continue
             await events_repo.reopen(session, event_id)
-            rearmed = await events_repo.rearm_job(session, unique_key=event_id, now=now)
-            if not rearmed and not await events_repo.job_exists(session, event_id):
+            rearmed = await jobs_repo.rearm(session, unique_key=event_id, now=now)
+            if not rearmed and not await jobs_repo.exists(session, event_id):
                 await enqueue(
                     session,
                     kind=events.APPLY_KIND,

@@ -1,8 +1,8 @@
 """Payment state: how a Stripe PaymentIntent maps onto our payment, moving forward only.
 
 `apply_intent` is the one code path through which the API's own answer, a webhook and
-reconciliation all change a payment, so they cannot disagree, and a late or replayed snapshot
-can never turn `succeeded` back into `processing`.
+reconciliation (both through `settle_intent`) all change a payment, so they cannot disagree,
+and a late or replayed snapshot can never turn `succeeded` back into `processing`.
 """
 
 from __future__ import annotations
@@ -142,6 +142,14 @@ async def apply_intent(
     )
     await outcomes.payment_status_changed(session, payment, previous=previous)
     return True
+
+
+async def settle_intent(session: AsyncSession, payment: Payment, intent: StripeIntent) -> list[str]:
+    """Bring a locked payment forward to what Stripe's PaymentIntent says."""
+    previous = payment.status
+    if not await apply_intent(session, payment, intent, actor=audit.STRIPE):
+        return []
+    return [f"{payment.id}: {previous} -> {payment.status}"]
 
 
 async def mark_failed(

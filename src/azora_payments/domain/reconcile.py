@@ -49,9 +49,10 @@ from azora_payments.domain.payments import (
     mark_failed,
     rank,
     refuse_mismatch,
+    settle_intent,
     status_of,
 )
-from azora_payments.domain.refunds import settle_unanswered
+from azora_payments.domain.refunds import settle_refund, settle_unanswered
 from azora_payments.errors import ServiceUnavailable
 from azora_payments.faults import crash_point
 from azora_payments.logs import log_fields
@@ -197,9 +198,9 @@ async def settle_stale_payments(
             if locked is None:
                 continue
             await payments_repo.mark_reconciled(session, locked.id, at=now)
-            report.changes += await events.settle_intent(session, locked, intent)
+            report.changes += await settle_intent(session, locked, intent)
             for refund in refunds:
-                report.changes += await events.settle_refund(session, locked, refund)
+                report.changes += await settle_refund(session, locked, refund)
 
 
 async def finish_unanswered(services: Services, payment: Payment, *, now: datetime) -> list[str]:
@@ -241,9 +242,9 @@ async def finish_unanswered(services: Services, payment: Payment, *, now: dateti
                     why = "no PaymentIntent at Stripe" if intent is None else "intent canceled"
                     changes.append(f"{locked.id}: {previous} -> failed ({why})")
             else:
-                changes += await events.settle_intent(session, locked, intent)
+                changes += await settle_intent(session, locked, intent)
                 for refund in refunds:
-                    changes += await events.settle_refund(session, locked, refund)
+                    changes += await settle_refund(session, locked, refund)
             if held is not None and locked.status in FINAL:
                 finished = await keys_finish(services, session, held, locked)
         return changes
@@ -296,7 +297,7 @@ async def settle_stale_refunds(services: Services, *, report: Report, older_than
             if locked is None:
                 continue
             for refund in refunds:
-                report.changes += await events.settle_refund(session, locked, refund)
+                report.changes += await settle_refund(session, locked, refund)
 
 
 async def _refunds_of(services: Services, intent: StripeIntent | None) -> list[StripeRefund]:

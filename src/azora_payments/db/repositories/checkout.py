@@ -9,16 +9,14 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import CheckoutSession, Payment
+from azora_payments.db.repositories.rows import one
 
 
 async def get(
     session: AsyncSession, checkout_id: str, *, for_update: bool = False
 ) -> CheckoutSession | None:
     query = select(CheckoutSession).where(CheckoutSession.id == checkout_id)
-    if for_update:
-        query = query.with_for_update()
-    result: CheckoutSession | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 def add(session: AsyncSession, checkout: CheckoutSession) -> None:

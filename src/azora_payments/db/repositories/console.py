@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import ConsoleSession, ConsoleSignInLink, RefundApproval
+from azora_payments.db.repositories.rows import one
 
 
 def add(session: AsyncSession, row: ConsoleSession | ConsoleSignInLink | RefundApproval) -> None:
@@ -55,10 +56,7 @@ async def approval(
     session: AsyncSession, approval_id: str, *, for_update: bool = False
 ) -> RefundApproval | None:
     query = select(RefundApproval).where(RefundApproval.id == approval_id)
-    if for_update:
-        query = query.with_for_update()
-    result: RefundApproval | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 async def approval_by_key(session: AsyncSession, request_key: str) -> RefundApproval | None:

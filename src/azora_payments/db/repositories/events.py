@@ -11,6 +11,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job, Payment, SyncCursor, WebhookEvent
+from azora_payments.db.repositories.jobs import DEAD
+from azora_payments.db.repositories.rows import one
 from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import utcnow
 
@@ -32,10 +34,7 @@ async def get(
     session: AsyncSession, event_id: str, *, for_update: bool = False
 ) -> WebhookEvent | None:
     query = select(WebhookEvent).where(WebhookEvent.id == event_id)
-    if for_update:
-        query = query.with_for_update()
-    result: WebhookEvent | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 async def cursor(session: AsyncSession, name: str) -> datetime | None:
@@ -96,7 +95,7 @@ async def note_failure(
 async def park_where_job_dead(session: AsyncSession, *, apply_kind: str) -> Sequence[str]:
     """Events still `received` whose apply job is dead without the handler having parked them
     (its lease ran out on the last attempt): park them so operators see them."""
-    dead = select(Job.unique_key).where(Job.kind == apply_kind, Job.status == "dead")
+    dead = select(Job.unique_key).where(Job.kind == apply_kind, Job.status == DEAD)
     ids = (
         await session.scalars(
             select(WebhookEvent.id).where(
@@ -124,32 +123,6 @@ async def reopen(session: AsyncSession, event_id: str) -> None:
     )
 
 
-async def rearm_job(session: AsyncSession, *, unique_key: str, now: datetime) -> bool:
-    """Put the finished (done or dead) job with `unique_key` back to ready, attempts reset;
-    False when there is none (the caller enqueues a new one) or it is still queued/running."""
-    result: Any = await session.execute(
-        update(Job)
-        .where(Job.unique_key == unique_key, Job.status.in_(("done", "dead")))
-        .values(
-            status="ready",
-            attempts=0,
-            run_at=now,
-            finished_at=None,
-            locked_by=None,
-            locked_until=None,
-            last_error=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)
-
-
-async def job_exists(session: AsyncSession, unique_key: str) -> bool:
-    found = await session.scalar(select(Job.id).where(Job.unique_key == unique_key))
-    return found is not None
-
-
 async def about_objects(
     session: AsyncSession, object_ids: Sequence[str], *, limit: int = 200
 ) -> Sequence[WebhookEvent]:
@@ -172,10 +145,7 @@ async def payment_by_charge(
     session: AsyncSession, charge_id: str, *, for_update: bool = False
 ) -> Payment | None:
     query = select(Payment).where(Payment.stripe_charge_id == charge_id)
-    if for_update:
-        query = query.with_for_update()
-    result: Payment | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:

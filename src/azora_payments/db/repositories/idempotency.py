@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import IdempotencyKey
+from azora_payments.db.repositories.rows import one
 
 
 async def get(
@@ -17,29 +18,24 @@ async def get(
     query = select(IdempotencyKey).where(
         IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
     )
-    if for_update:
-        query = query.with_for_update()
-    result: IdempotencyKey | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 async def get_by_id(session: AsyncSession, key_id: int) -> IdempotencyKey | None:
-    query = select(IdempotencyKey).where(IdempotencyKey.id == key_id).with_for_update()
-    result: IdempotencyKey | None = (await session.scalars(query)).first()
-    return result
+    query = select(IdempotencyKey).where(IdempotencyKey.id == key_id)
+    return await one(session, query, for_update=True)
 
 
 async def of_work(
     session: AsyncSession, *, payment_id: str | None = None, refund_id: str | None = None
 ) -> IdempotencyKey | None:
     """The key whose request made this payment (or refund), locked; None when it is gone."""
-    query = select(IdempotencyKey).with_for_update()
+    query = select(IdempotencyKey)
     if payment_id is not None:
         query = query.where(IdempotencyKey.payment_id == payment_id)
     else:
         query = query.where(IdempotencyKey.refund_id == refund_id)
-    result: IdempotencyKey | None = (await session.scalars(query.limit(1))).first()
-    return result
+    return await one(session, query.limit(1), for_update=True)
 
 
 async def replace_payment_answers(

@@ -475,3 +475,29 @@ async def delete_finished_before(
     )
     stmt = delete(Job).where(Job.id.in_(batch)).execution_options(synchronize_session=False)
     return await _rowcount(session, stmt)
+
+
+async def rearm(session: AsyncSession, *, unique_key: str, now: datetime) -> bool:
+    """Put the finished (done or dead) job with `unique_key` back to ready, attempts reset;
+    False when there is none (the caller enqueues a new one) or it is still queued/running."""
+    result: Any = await session.execute(
+        update(Job)
+        .where(Job.unique_key == unique_key, Job.status.in_((DONE, DEAD)))
+        .values(
+            status=READY,
+            attempts=0,
+            run_at=now,
+            finished_at=None,
+            locked_by=None,
+            locked_until=None,
+            last_error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+async def exists(session: AsyncSession, unique_key: str) -> bool:
+    found = await session.scalar(select(Job.id).where(Job.unique_key == unique_key))
+    return found is not None

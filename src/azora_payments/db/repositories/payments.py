@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Receipt, Refund
+from azora_payments.db.repositories.rows import one
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,21 +29,16 @@ class HistoryFilter:
 async def get(
     session: AsyncSession, payment_id: str, *, for_update: bool = False
 ) -> Payment | None:
-    query = select(Payment).where(Payment.id == payment_id)
-    if for_update:
-        query = query.with_for_update()
-    result: Payment | None = (await session.scalars(query)).first()
-    return result
+    return await one(
+        session, select(Payment).where(Payment.id == payment_id), for_update=for_update
+    )
 
 
 async def get_by_intent(
     session: AsyncSession, intent_id: str, *, for_update: bool = False
 ) -> Payment | None:
     query = select(Payment).where(Payment.stripe_payment_intent_id == intent_id)
-    if for_update:
-        query = query.with_for_update()
-    result: Payment | None = (await session.scalars(query)).first()
-    return result
+    return await one(session, query, for_update=for_update)
 
 
 def add(session: AsyncSession, payment: Payment) -> None:

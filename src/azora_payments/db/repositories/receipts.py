@@ -8,19 +8,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Receipt, ReceiptSequence, ReceiptVersion
+from azora_payments.db.repositories.rows import one
 from azora_payments.db.repositories.upsert import insert_ignore
 
 
 async def get(
     session: AsyncSession, receipt_id: str, *, for_update: bool = False
 ) -> Receipt | None:
-    """With `for_update`, the row stays locked until the transaction ends (PostgreSQL; SQLite's
-    write transactions already run one at a time)."""
     if not for_update:
         return await session.get(Receipt, receipt_id)
-    statement = select(Receipt).where(Receipt.id == receipt_id).with_for_update()
-    result: Receipt | None = (await session.scalars(statement)).first()
-    return result
+    return await one(session, select(Receipt).where(Receipt.id == receipt_id), for_update=True)
 
 
 async def latest_version(session: AsyncSession, receipt_id: str) -> ReceiptVersion | None:
