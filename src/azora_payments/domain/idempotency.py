@@ -28,7 +28,12 @@ from azora_payments.db.repositories import idempotency as keys_repo
 from azora_payments.db.repositories.upsert import insert_ignore_returning
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.errors import AzoraError, IdempotencyKeyReused, IdempotencyRequestInProgress
+from azora_payments.errors import (
+    AzoraError,
+    IdempotencyKeyReused,
+    IdempotencyRequestInProgress,
+    StripeRejected,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +287,8 @@ class IdempotencyKeys:
         the next attempt continues where this one stopped."""
         try:
             yield
-        except AzoraError:
+        except (AzoraError, StripeRejected):
+            # Refused before anything started (ours or Stripe's refusal): nothing to resume.
             if held.payment_id is None and held.refund_id is None:
                 await self.forget(held)
             else:

@@ -256,7 +256,6 @@ async def _charge(
             description=payment.description,
             metadata=dict(payment.metadata_ or {}),
             save_payment_method=payment.save_payment_method,
-            idempotency_key=f"azora:pi:{payment.id}",
         )
     except CardDeclined as exc:
         declined = exc

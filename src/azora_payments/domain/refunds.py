@@ -182,7 +182,6 @@ async def _create_at_stripe(stripe: StripeGateway, row: Refund, intent_id: str) 
         payment_intent_id=intent_id,
         amount=row.amount,
         reason=row.reason,
-        idempotency_key=f"azora:refund:{row.id}",
     )
 
 
