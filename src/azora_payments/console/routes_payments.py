@@ -240,9 +240,10 @@ async def confirm_refund(
     key = _form_key(form)
     actor = actor_for(request, operator)
     if refund_approvals.needs_approval(amount, services.settings.console_refund_approval_above):
-        approval = await refund_approvals.request_approval(
-            keys=services.idempotency, request=refund, actor=actor, key=key
-        )
+        async with services.db.transaction() as session:
+            approval = await refund_approvals.request_approval(
+                session, request=refund, actor=actor, key=key
+            )
         return page(
             request, "approval_requested.html", operator=operator, p=detail.payment, a=approval
         )
@@ -304,11 +305,10 @@ async def reject(
     form: CheckedForm,
     services: ServicesDep,
 ) -> Response:
-    await refund_approvals.reject(
-        keys=services.idempotency,
-        approval_id=approval_id[:40],
-        actor=actor_for(request, operator),
-    )
+    async with services.db.transaction() as session:
+        await refund_approvals.reject(
+            session, approval_id=approval_id[:40], actor=actor_for(request, operator)
+        )
     target = form.get("back", "")
     if not forms.PAY_ID.match(target):
         return see_other("/console/approvals?notice=approval_rejected")

@@ -40,7 +40,6 @@ from azora_payments.errors import (
     CheckoutSessionComplete,
     CheckoutSessionExpired,
     CheckoutSessionNotFound,
-    IdempotencyRequestInProgress,
     ReceiptNotReady,
 )
 from azora_payments.ids import new_secret_id
@@ -143,10 +142,10 @@ async def create(
             updated_at=now,
         )
         stored = Stored.of(201, session_view(checkout))
-        async with keys.db.transaction() as session:
-            checkout_repo.add(session, checkout)
+        async with keys.phase(held) as phase:
+            checkout_repo.add(phase.session, checkout)
             audit.record(
-                session,
+                phase.session,
                 actor=actor,
                 action="checkout_session.created",
                 details={
@@ -156,8 +155,7 @@ async def create(
                     "customer": checkout.customer_id,
                 },
             )
-            if not await keys.finish(session, held, stored):
-                raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+            await phase.finish(stored)
     await keys.remember(user_id=caller.id, key=key, fingerprint=fingerprint, answer=stored)
     return Answer(stored)
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import IdempotencyKey
 from azora_payments.db.repositories import idempotency as keys_repo
@@ -67,6 +68,38 @@ class Held:
     refund_id: str | None
     # When the key was first used: it is forgotten IDEMPOTENCY_KEY_TTL_HOURS later.
     created_at: datetime | None = None
+
+
+class PhaseLock:
+    """One phase of the work under a held key, inside the phase's transaction: the phase's
+    changes commit with the key's move (`advance`) or its final answer (`finish`), or not at
+    all. Both raise `IdempotencyRequestInProgress` when a newer attempt took the key over, which
+    rolls the phase back: that attempt does the work, this one must not."""
+
+    def __init__(self, keys: IdempotencyKeys, session: AsyncSession, held: Held) -> None:
+        self._keys = keys
+        self.session = session
+        self.held = held
+
+    async def advance(
+        self, recovery_point: str, *, payment_id: str | None = None, refund_id: str | None = None
+    ) -> None:
+        if not await self._keys.advance(
+            self.session,
+            self.held,
+            recovery_point=recovery_point,
+            payment_id=payment_id,
+            refund_id=refund_id,
+        ):
+            raise _lock_lost()
+
+    async def finish(self, answer: Stored) -> None:
+        if not await self._keys.finish(self.session, self.held, answer):
+            raise _lock_lost()
+
+
+def _lock_lost() -> IdempotencyRequestInProgress:
+    return IdempotencyRequestInProgress(headers={"Retry-After": "1"})
 
 
 class KeyBusy(Exception):
@@ -279,6 +312,12 @@ class IdempotencyKeys:
                 await keys_repo.delete_by_id(session, held.key_id)
             elif row is not None:
                 row.locked_at = None
+
+    @asynccontextmanager
+    async def phase(self, held: Held) -> AsyncIterator[PhaseLock]:
+        """Open one phase's transaction under `held`; end it with `advance` or `finish`."""
+        async with self.db.transaction() as session:
+            yield PhaseLock(self, session, held)
 
     @asynccontextmanager
     async def working(self, held: Held) -> AsyncIterator[None]:

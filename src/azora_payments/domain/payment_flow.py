@@ -35,7 +35,6 @@ from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     AzoraError,
     CardError,
-    IdempotencyRequestInProgress,
     PaymentMethodNotFound,
     StripeUnavailable,
     ValidationFailed,
@@ -204,19 +203,16 @@ async def _create_payment(
         created_at=now,
         updated_at=now,
     )
-    async with keys.db.transaction() as session:
-        payments_repo.add(session, payment)
+    async with keys.phase(held) as phase:
+        payments_repo.add(phase.session, payment)
         audit.record(
-            session,
+            phase.session,
             actor=actor,
             action="payment.created",
             payment_id=payment.id,
             details={"amount": request.amount, "currency": request.currency},
         )
-        if not await keys.advance(
-            session, held, recovery_point=PAYMENT_CREATED, payment_id=payment.id
-        ):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+        await phase.advance(PAYMENT_CREATED, payment_id=payment.id)
     return payment
 
 
@@ -267,7 +263,8 @@ async def _charge(
         rejected = exc
     crash_point("payment.after_stripe")
 
-    async with keys.db.transaction() as session:
+    async with keys.phase(held) as phase:
+        session = phase.session
         payment = await payments_repo.get(session, payment_id, for_update=True)
         assert payment is not None
         if declined is not None:
@@ -296,21 +293,19 @@ async def _charge(
             answer = Answer(Stored.of(error.status, error.problem(request_id_var.get())))
         else:
             answer = Answer(Stored.of(201, view))
-        if not await keys.finish(session, held, answer.stored):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+        await phase.finish(answer.stored)
     return answer
 
 
 async def _answer_settled(*, keys: IdempotencyKeys, held: Held, payment_id: str) -> Answer:
     """The key's answer for a payment settled without it; nothing is sent to Stripe."""
-    async with keys.db.transaction() as session:
-        payment = await payments_repo.get(session, payment_id, for_update=True)
+    async with keys.phase(held) as phase:
+        payment = await payments_repo.get(phase.session, payment_id, for_update=True)
         assert payment is not None
         if payment.status == "succeeded" and payment.save_payment_method:
-            await _remember_card(session, payment)
-        stored = await final_answers.payment_answer(session, payment)
-        if not await keys.finish(session, held, stored):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+            await _remember_card(phase.session, payment)
+        stored = await final_answers.payment_answer(phase.session, payment)
+        await phase.finish(stored)
     return Answer(stored)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from azora_payments.auth import User
 from azora_payments.db.models import RefundApproval
 from azora_payments.db.repositories import console as console_repo
@@ -65,57 +67,57 @@ def refund_fingerprint(request: refunds.RefundRequest) -> str:
 
 
 async def request_approval(
+    session: AsyncSession,
     *,
-    keys: IdempotencyKeys,
     request: refunds.RefundRequest,
     actor: audit.Actor,
     key: str,
 ) -> RefundApproval:
-    """Record the request (once per form key); the amount must still be refundable."""
+    """Record the request (once per form key), in the caller's transaction; the amount must
+    still be refundable."""
     assert request.amount is not None
     request_key = hashlib.sha256(f"{actor.id}\0{key}".encode()).hexdigest()
-    async with keys.db.transaction() as session:
-        payment = await payments_repo.get(session, request.payment_id, for_update=True)
-        if payment is None:
-            raise PaymentNotFound()
-        if payment.status != "succeeded":
-            raise PaymentNotRefundable(payment_id=payment.id)
-        existing = await console_repo.approval_by_key(session, request_key)
-        if existing is not None:
-            return existing
-        remaining = refunds.refundable(
-            payment, list(await refunds_repo.of_payment(session, payment.id))
+    payment = await payments_repo.get(session, request.payment_id, for_update=True)
+    if payment is None:
+        raise PaymentNotFound()
+    if payment.status != "succeeded":
+        raise PaymentNotRefundable(payment_id=payment.id)
+    existing = await console_repo.approval_by_key(session, request_key)
+    if existing is not None:
+        return existing
+    remaining = refunds.refundable(
+        payment, list(await refunds_repo.of_payment(session, payment.id))
+    )
+    if request.amount > remaining:
+        raise AmountExceedsRefundable(
+            f"At most {remaining} can still be refunded.", payment_id=payment.id
         )
-        if request.amount > remaining:
-            raise AmountExceedsRefundable(
-                f"At most {remaining} can still be refunded.", payment_id=payment.id
-            )
-        approval_id = new_id("apr")
-        await insert_ignore(
+    approval_id = new_id("apr")
+    await insert_ignore(
+        session,
+        RefundApproval,
+        {
+            "id": approval_id,
+            "payment_id": payment.id,
+            "amount": request.amount,
+            "currency": payment.currency,
+            "reason": request.reason,
+            "status": PENDING,
+            "requested_by": actor.id,
+            "request_key": request_key,
+            "created_at": utcnow(),
+        },
+    )
+    row = await console_repo.approval_by_key(session, request_key)
+    assert row is not None
+    if row.id == approval_id:
+        audit.record(
             session,
-            RefundApproval,
-            {
-                "id": approval_id,
-                "payment_id": payment.id,
-                "amount": request.amount,
-                "currency": payment.currency,
-                "reason": request.reason,
-                "status": PENDING,
-                "requested_by": actor.id,
-                "request_key": request_key,
-                "created_at": utcnow(),
-            },
+            actor=actor,
+            action="refund.approval_requested",
+            payment_id=payment.id,
+            details={"approval_id": row.id, "amount": row.amount, "reason": row.reason},
         )
-        row = await console_repo.approval_by_key(session, request_key)
-        assert row is not None
-        if row.id == approval_id:
-            audit.record(
-                session,
-                actor=actor,
-                action="refund.approval_requested",
-                payment_id=payment.id,
-                details={"approval_id": row.id, "amount": row.amount, "reason": row.reason},
-            )
     return row
 
 
@@ -171,22 +173,22 @@ async def approve(
     return answer
 
 
-async def reject(*, keys: IdempotencyKeys, approval_id: str, actor: audit.Actor) -> None:
-    async with keys.db.transaction() as session:
-        row = await console_repo.approval(session, approval_id)
-        if row is None:
-            raise ApprovalNotFound()
-        if not await console_repo.decide(
-            session, approval_id=row.id, status=REJECTED, by=actor.id, at=utcnow()
-        ):
-            raise ApprovalDecided()
-        audit.record(
-            session,
-            actor=actor,
-            action="refund.rejected",
-            payment_id=row.payment_id,
-            details={"approval_id": row.id, "requested_by": row.requested_by},
-        )
+async def reject(session: AsyncSession, *, approval_id: str, actor: audit.Actor) -> None:
+    """Reject the request, in the caller's transaction."""
+    row = await console_repo.approval(session, approval_id)
+    if row is None:
+        raise ApprovalNotFound()
+    if not await console_repo.decide(
+        session, approval_id=row.id, status=REJECTED, by=actor.id, at=utcnow()
+    ):
+        raise ApprovalDecided()
+    audit.record(
+        session,
+        actor=actor,
+        action="refund.rejected",
+        payment_id=row.payment_id,
+        details={"approval_id": row.id, "requested_by": row.requested_by},
+    )
 
 
 def _refund_id(answer: Answer) -> str | None:

@@ -35,7 +35,6 @@ from azora_payments.domain.payment_flow import Answer
 from azora_payments.domain.views import refund_view
 from azora_payments.errors import (
     AmountExceedsRefundable,
-    IdempotencyRequestInProgress,
     PaymentNotFound,
     PaymentNotRefundable,
     RefundRefused,
@@ -112,7 +111,8 @@ async def _create_refund(
     *, keys: IdempotencyKeys, actor: audit.Actor, request: RefundRequest, held: Held
 ) -> Answer | None:
     """The pending refund row, or the stored 422 answer when nothing that large remains."""
-    async with keys.db.transaction() as session:
+    async with keys.phase(held) as phase:
+        session = phase.session
         payment = await payments_repo.get(session, request.payment_id, for_update=True)
         if payment is None:
             raise PaymentNotFound()
@@ -122,8 +122,7 @@ async def _create_refund(
         amount = request.amount if request.amount is not None else remaining
         if remaining <= 0 or amount > remaining:
             stored = _exceeds(payment, remaining)
-            if not await keys.finish(session, held, stored):
-                raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+            await phase.finish(stored)
             return Answer(stored)
         now = utcnow()
         row = Refund(
@@ -147,8 +146,7 @@ async def _create_refund(
             payment_id=payment.id,
             details={"refund_id": row.id, "amount": amount, "reason": request.reason},
         )
-        if not await keys.advance(session, held, recovery_point=REFUND_CREATED, refund_id=row.id):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+        await phase.advance(REFUND_CREATED, refund_id=row.id)
     return None
 
 
@@ -168,10 +166,9 @@ async def _send(*, keys: IdempotencyKeys, stripe: StripeGateway, held: Held) -> 
             created = await _create_at_stripe(stripe, row, payment.stripe_payment_intent_id)
         except StripeRejected as exc:
             refused = exc.stripe_code or REFUSED
-    async with keys.db.transaction() as session:
-        stored = await _settle(session, row.id, created=created, refused=refused)
-        if not await keys.finish(session, held, stored):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+    async with keys.phase(held) as phase:
+        stored = await _settle(phase.session, row.id, created=created, refused=refused)
+        await phase.finish(stored)
     return Answer(stored)
 
 
