@@ -6,6 +6,9 @@ committing its progress with the next recovery point; a request holds the key wi
 expires (`IDEMPOTENCY_LOCK_SECONDS`), so a request that died is finished, not repeated, by the
 next attempt with the same key. Redis, when configured, only keeps finished answers close at
 hand: the service is correct, only slower, without it.
+
+A key's answer is stored as `api/` rendered it (`api/answers.py`, installed as the renderer
+where the services are built): flows end with an outcome, never with a status code.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +38,9 @@ from azora_payments.errors import (
     IdempotencyRequestInProgress,
     StripeRejected,
 )
+
+if TYPE_CHECKING:
+    from azora_payments.domain.flow_outcomes import Outcome, Renderer
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,28 @@ class Stored:
     @classmethod
     def of(cls, status: int, body: dict[str, Any]) -> Stored:
         return cls(status, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+
+    @property
+    def ok(self) -> bool:
+        """Whether the answer is a success (not a problem)."""
+        return self.status < 300
+
+
+class _Rendering:
+    renderer: Renderer | None = None
+
+
+def install_renderer(renderer: Renderer) -> None:
+    """Set how outcomes become stored answers (`api.answers.install` does, once per process)."""
+    _Rendering.renderer = renderer
+
+
+def render(outcome: Outcome) -> Stored:
+    """The answer stored and sent for `outcome`, as `api/` renders it."""
+    renderer = _Rendering.renderer
+    if renderer is None:
+        raise RuntimeError("no answer renderer installed: build the services (services.py)")
+    return renderer(outcome)
 
 
 @dataclass(slots=True)
@@ -93,9 +121,12 @@ class PhaseLock:
         ):
             raise _lock_lost()
 
-    async def finish(self, answer: Stored) -> None:
-        if not await self._keys.finish(self.session, self.held, answer):
+    async def finish(self, outcome: Outcome) -> Stored:
+        """Store the outcome's answer as the key's final one; that answer."""
+        stored = render(outcome)
+        if not await self._keys.store(self.session, self.held, stored):
             raise _lock_lost()
+        return stored
 
 
 def _lock_lost() -> IdempotencyRequestInProgress:
@@ -286,8 +317,12 @@ class IdempotencyKeys:
         held.recovery_point = recovery_point
         return True
 
-    async def finish(self, session: Any, held: Held, answer: Stored) -> bool:
-        """Store the final answer in the caller's transaction; False if we lost the key."""
+    async def finish(self, session: Any, held: Held, outcome: Outcome) -> bool:
+        """Store the outcome's answer in the caller's transaction; False if we lost the key."""
+        return await self.store(session, held, render(outcome))
+
+    async def store(self, session: Any, held: Held, answer: Stored) -> bool:
+        """Store a rendered final answer in the caller's transaction; False if we lost the key."""
         return await self._update_owned(
             session,
             held,

@@ -51,7 +51,7 @@ from azora_payments.domain.payments import (
     refuse_mismatch,
     status_of,
 )
-from azora_payments.domain.refunds import settle_unanswered
+from azora_payments.domain.refund_flow import settle_unanswered
 from azora_payments.errors import ServiceUnavailable
 from azora_payments.faults import crash_point
 from azora_payments.logs import log_fields

@@ -12,6 +12,7 @@ runs under a key derived from the approval, so the winner retrying never refunds
 from __future__ import annotations
 
 import hashlib
+import json
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,9 +23,9 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, refunds
+from azora_payments.domain import audit, refund_flow, refunds
+from azora_payments.domain.flow_outcomes import Answer, Refunded
 from azora_payments.domain.idempotency import IdempotencyKeys, request_fingerprint
-from azora_payments.domain.payment_flow import Answer
 from azora_payments.errors import (
     AmountExceedsRefundable,
     Conflict,
@@ -60,16 +61,16 @@ def needs_approval(amount: int, threshold: int | None) -> bool:
     return threshold is not None and amount > threshold
 
 
-def refund_fingerprint(request: refunds.RefundRequest) -> str:
-    """The fingerprint the API gives the same refund (its JSON body)."""
+def refund_fingerprint(request: refund_flow.RefundRequest, *, path: str) -> str:
+    """The fingerprint the API gives the same refund (its JSON body, at the API's `path`)."""
     body = {"payment_id": request.payment_id, "amount": request.amount, "reason": request.reason}
-    return request_fingerprint("POST", refunds.PATH, body)
+    return request_fingerprint("POST", path, body)
 
 
 async def request_approval(
     session: AsyncSession,
     *,
-    request: refunds.RefundRequest,
+    request: refund_flow.RefundRequest,
     actor: audit.Actor,
     key: str,
 ) -> RefundApproval:
@@ -128,8 +129,10 @@ async def approve(
     approval_id: str,
     approver: User,
     actor: audit.Actor,
+    path: str,
 ) -> Answer:
-    """Approve and make the refund. The requester cannot approve their own request."""
+    """Approve and make the refund, as the refund request at `path` would. The requester cannot
+    approve their own request."""
     async with keys.db.transaction() as session:
         row = await console_repo.approval(session, approval_id, for_update=True)
         if row is None:
@@ -152,17 +155,18 @@ async def approve(
                 payment_id=row.payment_id,
                 details={"approval_id": row.id, "requested_by": row.requested_by},
             )
-        request = refunds.RefundRequest(
+        request = refund_flow.RefundRequest(
             payment_id=row.payment_id, amount=row.amount, reason=row.reason
         )
-    answer = await refunds.refund(
+    answer = await refund_flow.refund(
         keys=keys,
         stripe=stripe,
         operator=approver,
         actor=actor,
         request=request,
         key=f"console-approval:{approval_id}",
-        fingerprint=refund_fingerprint(request),
+        path=path,
+        fingerprint=refund_fingerprint(request, path=path),
     )
     refund_id = _refund_id(answer)
     if refund_id is not None:
@@ -192,10 +196,10 @@ async def reject(session: AsyncSession, *, approval_id: str, actor: audit.Actor)
 
 
 def _refund_id(answer: Answer) -> str | None:
-    import json
-
-    if answer.stored.status != 201:
+    """The refund made, when it was (a replay tells it by its stored success)."""
+    if isinstance(answer.outcome, Refunded):
+        return str(answer.outcome.refund["id"])
+    if answer.outcome is not None or not answer.stored.ok:
         return None
-    body = json.loads(answer.stored.body)
-    value = body.get("id")
+    value = json.loads(answer.stored.body).get("id")
     return value if isinstance(value, str) else None
