@@ -360,7 +360,6 @@ async def test_stripe_taking_the_money_overturns_a_given_up_payment(
         description=row.description,
         metadata=dict(row.metadata_),
         save_payment_method=False,
-        idempotency_key=f"azora:pi:{row.id}",
     )
     assert late.status == "succeeded"
     assert await deliver_events_of(stripe_services, stripe_emulator, late.id) >= 1

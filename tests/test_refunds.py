@@ -239,11 +239,10 @@ async def test_dashboard_refund_we_did_not_hear_of(
     """Stripe knows less remains than we do: the caller gets 422, our refund is failed."""
     payment = await paid(api)
     await stripe_services.stripe.create_refund(
-        refund_id="dashboard",
+        refund_id=f"dashboard_{payment['id']}",
         payment_intent_id=payment["stripe_payment_intent_id"],
         amount=1500,
         reason=None,
-        idempotency_key=f"dash:{payment['id']}",
     )
     response = await api.post(
         REFUND, json={"payment_id": payment["id"], "amount": 1000}, headers=operator()
@@ -262,11 +261,10 @@ async def test_stripe_refusals_keep_their_code(
     if code == "charge_already_refunded":
         payment = await paid(api)
         await stripe_services.stripe.create_refund(
-            refund_id="dashboard",
+            refund_id=f"dashboard_{payment['id']}",
             payment_intent_id=payment["stripe_payment_intent_id"],
             amount=2000,
             reason=None,
-            idempotency_key=f"dash:{payment['id']}",
         )
     else:
         # Stripe's test card that is disputed right after it is charged.

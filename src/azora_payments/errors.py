@@ -12,6 +12,7 @@ Every error the service shows a client is an `AzoraError` with a status and a st
     │   └── InvalidSignature                 invalid_signature
     ├── Unauthenticated (401)                unauthenticated
     ├── CardError (402)                      card_declined, expired_card, … (Stripe's code)
+    │   └── CardDeclined                     (stripe_gateway: carries the intent after it)
     ├── Forbidden (403)                      forbidden
     ├── NotFound (404)                       not_found
     │   ├── PaymentNotFound                  not_found
@@ -33,8 +34,17 @@ Every error the service shows a client is an `AzoraError` with a status and a st
     ├── RateLimited (429)                    rate_limited
     ├── InternalError (500)                  internal_error
     └── ServiceUnavailable (503)             service_unavailable
-        ├── StripeUnavailable
+        ├── StripeUnavailable                (stripe_gateway: Stripe down, slow or limiting)
         └── DatabaseUnavailable
+
+Beside the tree, never shown to a client::
+
+    StripeRejected (Exception)               Stripe refused a request as invalid: its code and
+                                             param, for the domain to turn into one of the
+                                             errors above; one nobody expected is a plain 500
+
+The gateway's other failures (our keys, our configuration) are logged there and raised as
+`InternalError`.
 """
 
 from __future__ import annotations
@@ -261,3 +271,15 @@ class StripeUnavailable(ServiceUnavailable):
 
 class DatabaseUnavailable(ServiceUnavailable):
     title = "The service is temporarily unavailable. Please try again."
+
+
+class StripeRejected(Exception):
+    """Stripe refused a request as invalid (`InvalidRequestError`); `stripe_code` and `param`
+    say why. Not an `AzoraError`: what a client sees is whatever the domain makes of it (a 404,
+    409 or 422 of its own), and `api/problems.py` answers one that escapes with a plain 500."""
+
+    def __init__(self, *, stripe_code: str | None, param: str | None, http_status: int) -> None:
+        super().__init__(f"stripe rejected the request: {stripe_code} (param {param})")
+        self.stripe_code = stripe_code
+        self.param = param
+        self.http_status = http_status

@@ -7,6 +7,7 @@ import logging
 
 import redis.asyncio as aioredis
 
+from azora_payments.api import answers
 from azora_payments.auth import TokenVerifier
 from azora_payments.config import Settings
 from azora_payments.db.session import Database
@@ -40,6 +41,8 @@ class Services:
         self.declines = DeclineLimits(db=self.db, settings=settings)
         # One client for the process: obstore's S3 client keeps its connections.
         self.storage = storage_for(settings.receipt_storage)
+        # The keys store what api/ renders (api/answers.py), whoever finishes a flow.
+        answers.install()
         self.idempotency = IdempotencyKeys(
             db=self.db,
             redis=self.redis,

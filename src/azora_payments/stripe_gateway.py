@@ -2,8 +2,9 @@
 
 Built on the official SDK's `StripeClient` with async calls over httpx, explicit timeouts and the
 SDK's own retries with exponential backoff (a `StripeClient` retries nothing unless told).
-Every POST carries a deterministic idempotency key derived from our own ids, so a retry, a race
-or a crash replays Stripe's first answer instead of creating a second object.
+Every POST carries a deterministic idempotency key that this module builds from our own ids
+(`StripeKeys` below: callers pass ids, never keys), so a retry, a race or a crash replays
+Stripe's first answer instead of creating a second object.
 
 Error mapping (Stripe class -> ours):
 
@@ -11,7 +12,7 @@ Error mapping (Stripe class -> ours):
 - `RateLimitError`, `APIError` (5xx), `APIConnectionError` -> `StripeUnavailable` (503,
   retryable) once the SDK's retries are spent
 - `InvalidRequestError` -> `StripeRejected` carrying Stripe's code, for the domain to turn into
-  a 404/409/422 it understands; unknown ones are logged and become a plain 500
+  its own errors; it is no `AzoraError`, so one nobody expected is a plain 500 (`api/problems.py`)
 - `AuthenticationError`, `PermissionError`, `IdempotencyError`, anything else -> a loud log
   and `InternalError` (500): these are our bugs or our configuration, never the customer's
 """
@@ -28,10 +29,10 @@ import stripe
 
 from azora_payments.config import Settings
 from azora_payments.errors import (
-    AzoraError,
     CardError,
     InternalError,
     InvalidSignature,
+    StripeRejected,
     StripeUnavailable,
 )
 from azora_payments.metrics import STRIPE_REQUESTS
@@ -153,17 +154,53 @@ class CardDeclined(CardError):
         )
 
 
-class StripeRejected(AzoraError):
-    """Stripe refused a request as invalid; `stripe_code` and `param` say why. The domain turns
-    the ones it expects into its own errors; the rest are our bugs (500)."""
+__all__ = [
+    "Card",
+    "CardDeclined",
+    "PaymentError",
+    "StripeGateway",
+    "StripeIntent",
+    "StripeKeys",
+    "StripePaymentMethod",
+    "StripeRefund",
+    "StripeRejected",
+    "friendly_card_message",
+    "intent_from_object",
+    "refund_from_object",
+]
 
-    status = 500
 
-    def __init__(self, *, stripe_code: str | None, param: str | None, http_status: int) -> None:
-        super().__init__()
-        self.stripe_code = stripe_code
-        self.param = param
-        self.http_status = http_status
+class StripeKeys:
+    """Every Stripe idempotency key, from our ids. The strings never change: a request retried
+    across a deploy must send the key its first try sent (Stripe keeps them for 24 hours)."""
+
+    @staticmethod
+    def customer(user_id: str) -> str:
+        return f"azora:customer:{user_id}"
+
+    @staticmethod
+    def default_payment_method(customer_id: str, version: int, payment_method_id: str) -> str:
+        return f"azora:default_pm:{customer_id}:{version}:{payment_method_id}"
+
+    @staticmethod
+    def attach(payment_method_id: str, customer_id: str) -> str:
+        return f"azora:pm_attach:{payment_method_id}:{customer_id}"
+
+    @staticmethod
+    def detach(payment_method_id: str, customer_id: str | None) -> str:
+        return f"azora:pm_detach:{payment_method_id}:{customer_id}"
+
+    @staticmethod
+    def payment_intent(payment_id: str) -> str:
+        return f"azora:pi:{payment_id}"
+
+    @staticmethod
+    def cancel(intent_id: str) -> str:
+        return f"azora:pi_cancel:{intent_id}"
+
+    @staticmethod
+    def refund(refund_id: str) -> str:
+        return f"azora:refund:{refund_id}"
 
 
 class _HTTPClient(stripe.HTTPXClient):
@@ -214,7 +251,7 @@ class StripeGateway:
         customer = await self._call(
             "customer.create",
             lambda: self._client.v1.customers.create_async(
-                params, {"idempotency_key": f"azora:customer:{user_id}"}
+                params, {"idempotency_key": StripeKeys.customer(user_id)}
             ),
         )
         return str(customer["id"])
@@ -227,15 +264,18 @@ class StripeGateway:
         return _id_of(settings.get("default_payment_method"))
 
     async def set_default_payment_method(
-        self, *, customer_id: str, payment_method_id: str | None, idempotency_key: str
+        self, *, customer_id: str, payment_method_id: str, version: int
     ) -> None:
+        """`version` numbers this customer's changes of default: A -> B -> A within Stripe's
+        24 h must not replay the first answer (Stripe would keep B while we say A)."""
         params: stripe.params.CustomerUpdateParams = {
-            "invoice_settings": {"default_payment_method": payment_method_id or ""}
+            "invoice_settings": {"default_payment_method": payment_method_id}
         }
+        key = StripeKeys.default_payment_method(customer_id, version, payment_method_id)
         await self._call(
             "customer.update",
             lambda: self._client.v1.customers.update_async(
-                customer_id, params, {"idempotency_key": idempotency_key}
+                customer_id, params, {"idempotency_key": key}
             ),
         )
 
@@ -256,16 +296,20 @@ class StripeGateway:
             lambda: self._client.v1.payment_methods.attach_async(
                 payment_method_id,
                 {"customer": customer_id},
-                {"idempotency_key": f"azora:pm_attach:{payment_method_id}:{customer_id}"},
+                {"idempotency_key": StripeKeys.attach(payment_method_id, customer_id)},
             ),
         )
         return _payment_method(pm)
 
-    async def detach_payment_method(self, *, payment_method_id: str, idempotency_key: str) -> None:
+    async def detach_payment_method(
+        self, *, payment_method_id: str, customer_id: str | None
+    ) -> None:
+        """`customer_id` is the customer we saved it for (part of the key only)."""
+        key = StripeKeys.detach(payment_method_id, customer_id)
         await self._call(
             "payment_method.detach",
             lambda: self._client.v1.payment_methods.detach_async(
-                payment_method_id, None, {"idempotency_key": idempotency_key}
+                payment_method_id, None, {"idempotency_key": key}
             ),
         )
 
@@ -283,9 +327,9 @@ class StripeGateway:
         description: str | None,
         metadata: dict[str, str],
         save_payment_method: bool,
-        idempotency_key: str,
     ) -> StripeIntent:
-        """Create and confirm at once; a decline raises `CardDeclined` carrying the intent."""
+        """Create and confirm at once; a decline raises `CardDeclined` carrying the intent. One
+        key per payment: a resumed or repeated call gets the PaymentIntent the first one made."""
         params: stripe.params.PaymentIntentCreateParams = {
             "amount": amount,
             "currency": currency,
@@ -304,7 +348,7 @@ class StripeGateway:
         intent = await self._call(
             "payment_intent.create",
             lambda: self._client.v1.payment_intents.create_async(
-                params, {"idempotency_key": idempotency_key}
+                params, {"idempotency_key": StripeKeys.payment_intent(payment_id)}
             ),
         )
         return _intent(intent)
@@ -316,16 +360,14 @@ class StripeGateway:
         )
         return _intent(intent)
 
-    async def cancel_payment_intent(
-        self, intent_id: str, *, reason: str, idempotency_key: str
-    ) -> StripeIntent:
+    async def cancel_payment_intent(self, intent_id: str, *, reason: str) -> StripeIntent:
         """Cancel an intent that must never be confirmed again (a failed or abandoned payment).
         `reason` is one of Stripe's `cancellation_reason`s (`abandoned`, `duplicate`, ...)."""
         params: stripe.params.PaymentIntentCancelParams = {"cancellation_reason": reason}
         intent = await self._call(
             "payment_intent.cancel",
             lambda: self._client.v1.payment_intents.cancel_async(
-                intent_id, params, {"idempotency_key": idempotency_key}
+                intent_id, params, {"idempotency_key": StripeKeys.cancel(intent_id)}
             ),
         )
         return _intent(intent)
@@ -390,8 +432,8 @@ class StripeGateway:
         payment_intent_id: str,
         amount: int,
         reason: str | None,
-        idempotency_key: str,
     ) -> StripeRefund:
+        """One key per refund row: sent again (a retry, reconciliation), it is the same refund."""
         params: stripe.params.RefundCreateParams = {
             "payment_intent": payment_intent_id,
             "amount": amount,
@@ -402,7 +444,7 @@ class StripeGateway:
         refund = await self._call(
             "refund.create",
             lambda: self._client.v1.refunds.create_async(
-                params, {"idempotency_key": idempotency_key}
+                params, {"idempotency_key": StripeKeys.refund(refund_id)}
             ),
         )
         return refund_from_object(refund)

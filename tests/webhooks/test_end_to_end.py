@@ -216,7 +216,6 @@ async def test_reconcile_after_downtime(
         description=None,
         metadata={},
         save_payment_method=False,
-        idempotency_key=f"azora:pi:{unanswered.id}",
     )
     # Both were started long enough ago for reconciliation to settle them.
     async with e2e_services.db.transaction() as session:

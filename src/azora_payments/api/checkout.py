@@ -27,6 +27,13 @@ from azora_payments.domain.idempotency import request_fingerprint
 from azora_payments.errors import CheckoutSessionNotFound, ValidationFailed
 
 router = APIRouter(prefix="/api/checkout", tags=["checkout"])
+# The requests Idempotency-Keys are kept for (stored with them: never change them).
+CREATE_PATH = "/api/checkout/sessions"
+
+
+def pay_path(checkout_id: str) -> str:
+    return f"/api/checkout/sessions/{checkout_id}/pay"
+
 
 SESSION_ID = re.compile(r"^cs_[0-9a-z]{32}$")
 IDEMPOTENCY_HEADER = {
@@ -130,7 +137,8 @@ async def create_session(
         actor=actor,
         request=session_request,
         key=key,
-        fingerprint=request_fingerprint("POST", checkout.CREATE_PATH, data),
+        path=CREATE_PATH,
+        fingerprint=request_fingerprint("POST", CREATE_PATH, data),
     )
     return replayable_response(answer)
 
@@ -168,5 +176,6 @@ async def pay_session(checkout_id: str, request: Request, services: ServicesDep)
         save_payment_method=body.save_payment_method,
         limits=services.declines,
         client_ip=request.state.countable_ip,
+        path=pay_path(checkout_id),
     )
     return replayable_response(answer)

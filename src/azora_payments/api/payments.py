@@ -16,10 +16,13 @@ from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.domain import history, money, payment_flow
+from azora_payments.domain.flow_outcomes import Answer
 from azora_payments.domain.idempotency import request_fingerprint
 from azora_payments.errors import PROBLEM_JSON, Forbidden, PaymentNotFound, ValidationFailed
 
 router = APIRouter(prefix="/api/payments", tags=["payments"])
+# The request an Idempotency-Key is kept for (stored with it: never change it).
+PROCESS_PATH = "/api/payments/process"
 
 PaymentStatus = Literal[
     "requires_payment_method", "requires_action", "processing", "succeeded", "failed", "canceled"
@@ -151,14 +154,15 @@ async def process_payment(
         actor=actor,
         request=payment_request,
         key=key,
-        fingerprint=request_fingerprint("POST", "/api/payments/process", data),
+        fingerprint=request_fingerprint("POST", PROCESS_PATH, data),
         limits=services.declines,
         client_ip=request.state.countable_ip,
+        path=PROCESS_PATH,
     )
     return replayable_response(answer)
 
 
-def replayable_response(answer: payment_flow.Answer) -> Response:
+def replayable_response(answer: Answer) -> Response:
     """The stored answer, byte for byte, marked when it is a replay."""
     stored = answer.stored
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}

@@ -23,6 +23,7 @@ from azora_payments.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    StripeRejected,
     Unauthenticated,
     ValidationFailed,
 )
@@ -86,6 +87,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AzoraError)
     async def _azora(_: Request, exc: AzoraError) -> JSONResponse:
         return problem_response(exc)
+
+    @app.exception_handler(StripeRejected)
+    async def _rejected(_: Request, exc: StripeRejected) -> JSONResponse:
+        # A refusal the domain did not expect is our bug: the client learns nothing of Stripe.
+        logger.error("stripe rejected a request: %s (param %s)", exc.stripe_code, exc.param)
+        return problem_response(InternalError())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
 from azora_payments.api.deps import Operator, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID, replayable_response
-from azora_payments.domain import money, refunds
+from azora_payments.domain import money, refund_flow
 from azora_payments.domain.idempotency import request_fingerprint
 
 router = APIRouter(prefix="/api/payments", tags=["refunds"])
+# The request an Idempotency-Key is kept for (stored with it: never change it); console refunds
+# run under it too, so that they are the same request.
+REFUND_PATH = "/api/payments/refund"
 
 
 class RefundIn(BaseModel):
@@ -41,15 +44,16 @@ async def refund_payment(
     data = await read_json(request)
     key = idempotency_key(request)
     body = validate(RefundIn, data)
-    answer = await refunds.refund(
+    answer = await refund_flow.refund(
         keys=services.idempotency,
         stripe=services.stripe,
         operator=operator,
         actor=actor,
-        request=refunds.RefundRequest(
+        request=refund_flow.RefundRequest(
             payment_id=body.payment_id, amount=body.amount, reason=body.reason
         ),
         key=key,
-        fingerprint=request_fingerprint("POST", refunds.PATH, data),
+        path=REFUND_PATH,
+        fingerprint=request_fingerprint("POST", REFUND_PATH, data),
     )
     return replayable_response(answer)

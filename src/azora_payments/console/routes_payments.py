@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from azora_payments.addresses import InvalidAddress, plain_address
 from azora_payments.api.deps import ServicesDep
+from azora_payments.api.refunds import REFUND_PATH
 from azora_payments.console import forms, reads
 from azora_payments.console.web import (
     CheckedForm,
@@ -21,7 +22,7 @@ from azora_payments.console.web import (
     page,
     see_other,
 )
-from azora_payments.domain import receipts, refund_approvals, refunds
+from azora_payments.domain import receipts, refund_approvals, refund_flow
 from azora_payments.errors import PaymentNotFound
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -166,7 +167,7 @@ def _reason(form: dict[str, str]) -> str | None:
     return reason
 
 
-def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refunds.RefundRequest:
+def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refund_flow.RefundRequest:
     reason = _reason(form)
     text = form.get("amount", "")
     currency = detail.payment.currency
@@ -176,7 +177,7 @@ def _refund_request(detail: reads.PaymentDetail, form: dict[str, str]) -> refund
         raise ConsolePageError(f"Amount: {exc}.") from None
     if amount < 1:
         raise ConsolePageError("Nothing is left to refund on this payment.")
-    return refunds.RefundRequest(payment_id=detail.payment.id, amount=amount, reason=reason)
+    return refund_flow.RefundRequest(payment_id=detail.payment.id, amount=amount, reason=reason)
 
 
 def _form_key(form: dict[str, str]) -> str:
@@ -234,26 +235,28 @@ async def confirm_refund(
         ) from None
     if amount < 1:
         raise ConsolePageError("The amount to refund must be positive.")
-    refund = refunds.RefundRequest(
+    refund = refund_flow.RefundRequest(
         payment_id=detail.payment.id, amount=amount, reason=_reason(form)
     )
     key = _form_key(form)
     actor = actor_for(request, operator)
     if refund_approvals.needs_approval(amount, services.settings.console_refund_approval_above):
-        approval = await refund_approvals.request_approval(
-            keys=services.idempotency, request=refund, actor=actor, key=key
-        )
+        async with services.db.transaction() as session:
+            approval = await refund_approvals.request_approval(
+                session, request=refund, actor=actor, key=key
+            )
         return page(
             request, "approval_requested.html", operator=operator, p=detail.payment, a=approval
         )
-    answer = await refunds.refund(
+    answer = await refund_flow.refund(
         keys=services.idempotency,
         stripe=services.stripe,
         operator=operator.user,
         actor=actor,
         request=refund,
         key=key,
-        fingerprint=refund_approvals.refund_fingerprint(refund),
+        path=REFUND_PATH,
+        fingerprint=refund_approvals.refund_fingerprint(refund, path=REFUND_PATH),
     )
     return await _refund_result(request, operator, services, detail.payment.id, answer)
 
@@ -291,6 +294,7 @@ async def approve(
         approval_id=approval_id[:40],
         approver=operator.user,
         actor=actor_for(request, operator),
+        path=REFUND_PATH,
     )
     body = json.loads(answer.stored.body)
     return await _refund_result(request, operator, services, str(body.get("payment_id")), answer)
@@ -304,11 +308,10 @@ async def reject(
     form: CheckedForm,
     services: ServicesDep,
 ) -> Response:
-    await refund_approvals.reject(
-        keys=services.idempotency,
-        approval_id=approval_id[:40],
-        actor=actor_for(request, operator),
-    )
+    async with services.db.transaction() as session:
+        await refund_approvals.reject(
+            session, approval_id=approval_id[:40], actor=actor_for(request, operator)
+        )
     target = form.get("back", "")
     if not forms.PAY_ID.match(target):
         return see_other("/console/approvals?notice=approval_rejected")

@@ -19,7 +19,7 @@ from azora_payments.api.deps import ServicesDep
 from azora_payments.domain import audit, money
 from azora_payments.domain import console_sessions as sessions
 from azora_payments.domain.console_sessions import ConsoleOperator
-from azora_payments.errors import AzoraError
+from azora_payments.errors import AzoraError, InternalError, StripeRejected
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,10 @@ class ConsoleRoute(APIRoute):
             except AzoraError as error:
                 operator = getattr(request.state, "console_operator", None)
                 return error_page(request, error, operator)
+            except StripeRejected:
+                # Not a client's error (errors.py): the page of a plain 500, as the API answers.
+                operator = getattr(request.state, "console_operator", None)
+                return error_page(request, InternalError(), operator)
 
         return console_handler
 

@@ -32,21 +32,20 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, receipts
 from azora_payments.domain.checkout_state import CheckoutStatus, accepts_new_attempts
 from azora_payments.domain.declines import DeclineLimits
-from azora_payments.domain.idempotency import IdempotencyKeys, Stored, request_fingerprint
-from azora_payments.domain.payment_flow import Answer, PaymentRequest, process
+from azora_payments.domain.flow_outcomes import Answer, SessionCreated, UnderWay
+from azora_payments.domain.idempotency import IdempotencyKeys, Stored, render, request_fingerprint
+from azora_payments.domain.payment_flow import PaymentRequest, process
 from azora_payments.domain.payments import UNSETTLED
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     CheckoutSessionComplete,
     CheckoutSessionExpired,
     CheckoutSessionNotFound,
-    IdempotencyRequestInProgress,
     ReceiptNotReady,
 )
 from azora_payments.ids import new_secret_id
 from azora_payments.stripe_gateway import StripeGateway
 
-CREATE_PATH = "/api/checkout/sessions"
 FAILED = ("failed", "canceled")
 # The id is the customer's only credential on the checkout page: 160 random bits.
 ID_RANDOM_BITS = 160
@@ -54,10 +53,6 @@ ID_RANDOM_BITS = 160
 
 def new_session_id() -> str:
     return new_secret_id("cs", random_bits=ID_RANDOM_BITS)
-
-
-def pay_path(checkout_id: str) -> str:
-    return f"/api/checkout/sessions/{checkout_id}/pay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +109,16 @@ async def create(
     actor: audit.Actor,
     request: SessionRequest,
     key: str,
+    path: str,
     fingerprint: str,
 ) -> Answer:
-    """Create the session under the backend's `Idempotency-Key`: the same order's retry gets the
-    same session back."""
+    """Create the session under the backend's `Idempotency-Key` (made for the request `path`
+    names): the same order's retry gets the same session back."""
     begun = await keys.begin(
-        user_id=caller.id, key=key, method="POST", path=CREATE_PATH, fingerprint=fingerprint
+        user_id=caller.id, key=key, method="POST", path=path, fingerprint=fingerprint
     )
     if isinstance(begun, Stored):
-        return Answer(begun, replayed=True)
+        return Answer(begun)
     held = begun
     async with keys.working(held):
         now = utcnow()
@@ -142,11 +138,11 @@ async def create(
             created_at=now,
             updated_at=now,
         )
-        stored = Stored.of(201, session_view(checkout))
-        async with keys.db.transaction() as session:
-            checkout_repo.add(session, checkout)
+        created = SessionCreated(session_view(checkout))
+        async with keys.phase(held) as phase:
+            checkout_repo.add(phase.session, checkout)
             audit.record(
-                session,
+                phase.session,
                 actor=actor,
                 action="checkout_session.created",
                 details={
@@ -156,10 +152,9 @@ async def create(
                     "customer": checkout.customer_id,
                 },
             )
-            if not await keys.finish(session, held, stored):
-                raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+            stored = await phase.finish(created)
     await keys.remember(user_id=caller.id, key=key, fingerprint=fingerprint, answer=stored)
-    return Answer(stored)
+    return Answer(stored, created)
 
 
 async def get_for_backend(*, db: Database, caller: User, checkout_id: str) -> dict[str, Any]:
@@ -191,10 +186,12 @@ async def pay(
     save_payment_method: bool,
     limits: DeclineLimits,
     client_ip: str | None,
+    path: str,
 ) -> Answer:
     """Pay the session with the customer's card: the current attempt, never a second charge.
     `origin` is the request (its id and address); the actor is the session's customer. Declines
-    count against the customer, the card and `client_ip` as for any payment."""
+    count against the customer, the card and `client_ip` as for any payment. `path` names the
+    pay request of this session, which every attempt's key was made for."""
     checkout, attempts = await load(db=keys.db, checkout_id=checkout_id)
     customer = customer_of(checkout)
     actor = audit.Actor(customer.id, request_id=origin.request_id, client_ip=origin.client_ip)
@@ -206,14 +203,14 @@ async def pay(
         raise CheckoutSessionExpired()
     attempt = sum(1 for p in attempts if p.status in FAILED)
     scope, key = f"checkout:{checkout.id}", f"attempt:{attempt}"
-    path = pay_path(checkout.id)
     if under_way is not None:
         async with keys.db.read() as session:
             row = await keys_repo.get(session, user_id=scope, key=key)
         if row is None or row.payment_id != under_way.id:
             # The attempt's key is gone (kept for IDEMPOTENCY_KEY_TTL_HOURS) while its payment
             # is still unsettled: answer with it as it is; webhooks or reconciliation settle it.
-            return Answer(Stored.of(200, payment_view(under_way)))
+            as_it_is = UnderWay(payment_view(under_way))
+            return Answer(render(as_it_is), as_it_is)
     request = PaymentRequest(
         amount=checkout.amount,
         currency=checkout.currency,

@@ -6,6 +6,9 @@ committing its progress with the next recovery point; a request holds the key wi
 expires (`IDEMPOTENCY_LOCK_SECONDS`), so a request that died is finished, not repeated, by the
 next attempt with the same key. Redis, when configured, only keeps finished answers close at
 hand: the service is correct, only slower, without it.
+
+A key's answer is stored as `api/` rendered it (`api/answers.py`, installed as the renderer
+where the services are built): flows end with an outcome, never with a status code.
 """
 
 from __future__ import annotations
@@ -19,16 +22,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import IdempotencyKey
 from azora_payments.db.repositories import idempotency as keys_repo
 from azora_payments.db.repositories.upsert import insert_ignore_returning
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
-from azora_payments.errors import AzoraError, IdempotencyKeyReused, IdempotencyRequestInProgress
+from azora_payments.errors import (
+    AzoraError,
+    IdempotencyKeyReused,
+    IdempotencyRequestInProgress,
+    StripeRejected,
+)
+
+if TYPE_CHECKING:
+    from azora_payments.domain.flow_outcomes import Outcome, Renderer
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +62,28 @@ class Stored:
     def of(cls, status: int, body: dict[str, Any]) -> Stored:
         return cls(status, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
+    @property
+    def ok(self) -> bool:
+        """Whether the answer is a success (not a problem)."""
+        return self.status < 300
+
+
+class _Rendering:
+    renderer: Renderer | None = None
+
+
+def install_renderer(renderer: Renderer) -> None:
+    """Set how outcomes become stored answers (`api.answers.install` does, once per process)."""
+    _Rendering.renderer = renderer
+
+
+def render(outcome: Outcome) -> Stored:
+    """The answer stored and sent for `outcome`, as `api/` renders it."""
+    renderer = _Rendering.renderer
+    if renderer is None:
+        raise RuntimeError("no answer renderer installed: build the services (services.py)")
+    return renderer(outcome)
+
 
 @dataclass(slots=True)
 class Held:
@@ -62,6 +96,41 @@ class Held:
     refund_id: str | None
     # When the key was first used: it is forgotten IDEMPOTENCY_KEY_TTL_HOURS later.
     created_at: datetime | None = None
+
+
+class PhaseLock:
+    """One phase of the work under a held key, inside the phase's transaction: the phase's
+    changes commit with the key's move (`advance`) or its final answer (`finish`), or not at
+    all. Both raise `IdempotencyRequestInProgress` when a newer attempt took the key over, which
+    rolls the phase back: that attempt does the work, this one must not."""
+
+    def __init__(self, keys: IdempotencyKeys, session: AsyncSession, held: Held) -> None:
+        self._keys = keys
+        self.session = session
+        self.held = held
+
+    async def advance(
+        self, recovery_point: str, *, payment_id: str | None = None, refund_id: str | None = None
+    ) -> None:
+        if not await self._keys.advance(
+            self.session,
+            self.held,
+            recovery_point=recovery_point,
+            payment_id=payment_id,
+            refund_id=refund_id,
+        ):
+            raise _lock_lost()
+
+    async def finish(self, outcome: Outcome) -> Stored:
+        """Store the outcome's answer as the key's final one; that answer."""
+        stored = render(outcome)
+        if not await self._keys.store(self.session, self.held, stored):
+            raise _lock_lost()
+        return stored
+
+
+def _lock_lost() -> IdempotencyRequestInProgress:
+    return IdempotencyRequestInProgress(headers={"Retry-After": "1"})
 
 
 class KeyBusy(Exception):
@@ -248,8 +317,12 @@ class IdempotencyKeys:
         held.recovery_point = recovery_point
         return True
 
-    async def finish(self, session: Any, held: Held, answer: Stored) -> bool:
-        """Store the final answer in the caller's transaction; False if we lost the key."""
+    async def finish(self, session: Any, held: Held, outcome: Outcome) -> bool:
+        """Store the outcome's answer in the caller's transaction; False if we lost the key."""
+        return await self.store(session, held, render(outcome))
+
+    async def store(self, session: Any, held: Held, answer: Stored) -> bool:
+        """Store a rendered final answer in the caller's transaction; False if we lost the key."""
         return await self._update_owned(
             session,
             held,
@@ -276,13 +349,20 @@ class IdempotencyKeys:
                 row.locked_at = None
 
     @asynccontextmanager
+    async def phase(self, held: Held) -> AsyncIterator[PhaseLock]:
+        """Open one phase's transaction under `held`; end it with `advance` or `finish`."""
+        async with self.db.transaction() as session:
+            yield PhaseLock(self, session, held)
+
+    @asynccontextmanager
     async def working(self, held: Held) -> AsyncIterator[None]:
         """Around the work done under a held key: if it fails, the key is given up, forgotten
         when nothing was started (not stored, per the API), else released unfinished so that
         the next attempt continues where this one stopped."""
         try:
             yield
-        except AzoraError:
+        except (AzoraError, StripeRejected):
+            # Refused before anything started (ours or Stripe's refusal): nothing to resume.
             if held.payment_id is None and held.refund_id is None:
                 await self.forget(held)
             else:

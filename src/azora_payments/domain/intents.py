@@ -99,9 +99,7 @@ async def _close(db: Database, stripe: StripeGateway, payment_id: str, intent_id
 
 async def _cancel(stripe: StripeGateway, intent: StripeIntent) -> StripeIntent:
     try:
-        return await stripe.cancel_payment_intent(
-            intent.id, reason="abandoned", idempotency_key=f"azora:pi_cancel:{intent.id}"
-        )
+        return await stripe.cancel_payment_intent(intent.id, reason="abandoned")
     except StripeRejected as exc:
         if exc.stripe_code != "payment_intent_unexpected_state":
             raise

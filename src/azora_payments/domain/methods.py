@@ -86,15 +86,12 @@ async def save(
             payment_method_id=payment_method_id, customer_id=customer_id
         )
     if set_default:
-        # Not a key from the customer and method alone: A -> B -> A within Stripe's 24 h would
-        # replay the first answer, and Stripe would keep B while we say A. Each change has its
-        # own number; the SDK's retries of one change share its key.
+        # Each change of default has its own number (the gateway's key includes it); the SDK's
+        # retries of one change share it.
         async with db.transaction() as session:
             version = await customers_repo.next_default_method_version(session, user.id)
         await stripe.set_default_payment_method(
-            customer_id=customer_id,
-            payment_method_id=method.id,
-            idempotency_key=f"azora:default_pm:{customer_id}:{version}:{method.id}",
+            customer_id=customer_id, payment_method_id=method.id, version=version
         )
     async with db.transaction() as session:
         created = await methods_repo.insert_if_absent(
@@ -136,8 +133,7 @@ async def delete(
         raise PaymentMethodNotFound()
     try:
         await stripe.detach_payment_method(
-            payment_method_id=payment_method_id,
-            idempotency_key=f"azora:pm_detach:{payment_method_id}:{row.stripe_customer_id}",
+            payment_method_id=payment_method_id, customer_id=row.stripe_customer_id
         )
     except StripeRejected as exc:
         # Already detached (in Stripe's dashboard, or by an earlier attempt of this delete).

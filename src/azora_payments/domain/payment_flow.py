@@ -1,4 +1,4 @@
-"""Taking a payment: the idempotent flow of `POST /api/payments/process`, in atomic phases.
+"""Taking a payment: the idempotent flow of a payment request, in atomic phases.
 
     begin key ─► [started] ─► check the card, create the payment row ─► [payment_created]
               ─► Stripe: create + confirm the PaymentIntent (key azora:pi:<payment id>)
@@ -8,7 +8,9 @@ Each arrow into a bracket is one committed transaction. A crash anywhere leaves 
 recovery point; the next attempt with the same key resumes there, and because the Stripe
 idempotency key derives from our payment id, Stripe answers a resumed call with the
 PaymentIntent it already made. Stripe unreachable: the payment stays `processing`, the key is
-released unfinished, and the answer is a 503 that a retry, a webhook or reconciliation settles.
+released unfinished, and `StripeUnavailable` is raised: a retry, a webhook or reconciliation
+settles it. The flow ends with an outcome (`Charged`, `Declined`, `Rejected`, `PaymentGivenUp`)
+whose answer `api/` renders and the key stores.
 Final means final: a resumed attempt that finds its payment already settled (by a webhook, or
 by reconciliation giving up) answers it as it stands and never calls Stripe to charge it.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,20 +30,13 @@ from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, declines, final_answers, intents, methods
+from azora_payments.domain.flow_outcomes import Answer, Charged, Declined, Outcome, Rejected
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
 from azora_payments.domain.views import payment_view
-from azora_payments.errors import (
-    AzoraError,
-    CardError,
-    IdempotencyRequestInProgress,
-    PaymentMethodNotFound,
-    StripeUnavailable,
-    ValidationFailed,
-)
+from azora_payments.errors import PaymentMethodNotFound, StripeUnavailable
 from azora_payments.faults import crash_point
 from azora_payments.ids import new_id
-from azora_payments.logs import request_id_var
 from azora_payments.stripe_gateway import (
     Card,
     CardDeclined,
@@ -71,17 +65,6 @@ class PaymentRequest:
     checkout_session_id: str | None = None
 
 
-PROCESS_PATH = "/api/payments/process"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What to send back: the stored answer, and whether it is a replay."""
-
-    stored: Stored
-    replayed: bool = False
-
-
 async def process(
     *,
     keys: IdempotencyKeys,
@@ -93,18 +76,19 @@ async def process(
     fingerprint: str,
     limits: declines.DeclineLimits,
     client_ip: str | None,
+    path: str,
     scope: str | None = None,
-    path: str = PROCESS_PATH,
 ) -> Answer:
     """Take the payment under `key`, scoped to the caller (`scope`, default the user's id: a
-    checkout session scopes its attempts to itself). `client_ip` is the caller's address when it
-    may be counted (it reached us directly or a trusted proxy reported it), else None."""
+    checkout session scopes its attempts to itself); `path` names the request the key was made
+    for. `client_ip` is the caller's address when it may be counted (it reached us directly or a
+    trusted proxy reported it), else None."""
     scope = scope or user.id
     begun = await keys.begin(
         user_id=scope, key=key, method="POST", path=path, fingerprint=fingerprint
     )
     if isinstance(begun, Stored):
-        return Answer(begun, replayed=True)
+        return Answer(begun)
     held = begun
     try:
         async with keys.working(held):
@@ -130,10 +114,10 @@ async def process(
         if held.payment_id is not None:
             exc.extra["payment_id"] = held.payment_id
         raise
-    if answer.stored.status == 402 and held.payment_id is not None:
+    if isinstance(answer.outcome, Declined) and held.payment_id is not None:
         # Declined: its intent is closed now, so no client_secret can try other cards on it.
         await intents.close_failed_now(db=keys.db, stripe=stripe, payment_id=held.payment_id)
-    if answer.stored.status < 300:
+    if isinstance(answer.outcome, Charged):
         # Only successes are cached: a failure's answer may still be overturned by Stripe.
         await keys.remember(
             user_id=scope,
@@ -204,19 +188,16 @@ async def _create_payment(
         created_at=now,
         updated_at=now,
     )
-    async with keys.db.transaction() as session:
-        payments_repo.add(session, payment)
+    async with keys.phase(held) as phase:
+        payments_repo.add(phase.session, payment)
         audit.record(
-            session,
+            phase.session,
             actor=actor,
             action="payment.created",
             payment_id=payment.id,
             details={"amount": request.amount, "currency": request.currency},
         )
-        if not await keys.advance(
-            session, held, recovery_point=PAYMENT_CREATED, payment_id=payment.id
-        ):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
+        await phase.advance(PAYMENT_CREATED, payment_id=payment.id)
     return payment
 
 
@@ -256,7 +237,6 @@ async def _charge(
             description=payment.description,
             metadata=dict(payment.metadata_ or {}),
             save_payment_method=payment.save_payment_method,
-            idempotency_key=f"azora:pi:{payment.id}",
         )
     except CardDeclined as exc:
         declined = exc
@@ -268,11 +248,12 @@ async def _charge(
         rejected = exc
     crash_point("payment.after_stripe")
 
-    async with keys.db.transaction() as session:
+    async with keys.phase(held) as phase:
+        session = phase.session
         payment = await payments_repo.get(session, payment_id, for_update=True)
         assert payment is not None
         if declined is not None:
-            # The failure recorded is the error answer's, the one the 402 tells (item 4).
+            # The failure recorded is the error answer's, the one the decline tells (item 4).
             if declined.intent is not None:
                 await apply_intent(
                     session, payment, declined.intent, actor=actor, failure=declined.error
@@ -285,34 +266,30 @@ async def _charge(
             await apply_intent(session, payment, intent, actor=actor)
         if payment.status == "succeeded" and payment.save_payment_method:
             await _remember_card(session, payment)
-        refunds = await payments_repo.refunds_of(session, [payment.id])
-        receipts = await payments_repo.receipts_of(session, [payment.id])
-        view = payment_view(
-            payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
-        )
+        outcome: Outcome
         if declined is not None:
-            answer = Answer(Stored.of(402, _decline_problem(declined.error, payment.id)))
+            outcome = _declined(declined.error, payment.id)
         elif rejected is not None:
-            error = _rejected_problem(rejected, payment.id)
-            answer = Answer(Stored.of(error.status, error.problem(request_id_var.get())))
+            outcome = _rejected(rejected, payment.id)
         else:
-            answer = Answer(Stored.of(201, view))
-        if not await keys.finish(session, held, answer.stored):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
-    return answer
+            refunds = await payments_repo.refunds_of(session, [payment.id])
+            receipts = await payments_repo.receipts_of(session, [payment.id])
+            view = payment_view(
+                payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
+            )
+            outcome = Charged(view)
+        return Answer(await phase.finish(outcome), outcome)
 
 
 async def _answer_settled(*, keys: IdempotencyKeys, held: Held, payment_id: str) -> Answer:
     """The key's answer for a payment settled without it; nothing is sent to Stripe."""
-    async with keys.db.transaction() as session:
-        payment = await payments_repo.get(session, payment_id, for_update=True)
+    async with keys.phase(held) as phase:
+        payment = await payments_repo.get(phase.session, payment_id, for_update=True)
         assert payment is not None
         if payment.status == "succeeded" and payment.save_payment_method:
-            await _remember_card(session, payment)
-        stored = await final_answers.payment_answer(session, payment)
-        if not await keys.finish(session, held, stored):
-            raise IdempotencyRequestInProgress(headers={"Retry-After": "1"})
-    return Answer(stored)
+            await _remember_card(phase.session, payment)
+        outcome = await final_answers.payment_answer(phase.session, payment)
+        return Answer(await phase.finish(outcome), outcome)
 
 
 REJECTED_MESSAGE = "The payment could not be made with this payment method."
@@ -322,17 +299,13 @@ def _rejection(rejected: StripeRejected) -> PaymentError:
     return PaymentError(rejected.stripe_code or "payment_rejected", None, REJECTED_MESSAGE)
 
 
-def _rejected_problem(rejected: StripeRejected, payment_id: str) -> AzoraError:
-    """Stripe's refusal as the caller's error: the method is gone (404), or the request cannot
-    be paid this way (422, on the field Stripe named)."""
+def _rejected(rejected: StripeRejected, payment_id: str) -> Rejected:
+    """Stripe's refusal as the caller's: the method is gone (no field), or the request cannot
+    be paid this way (on the field Stripe named)."""
     if rejected.stripe_code == "resource_missing" and rejected.param in (None, "payment_method"):
-        return PaymentMethodNotFound(payment_id=payment_id)
+        return Rejected(payment_id=payment_id, field=None, message=REJECTED_MESSAGE)
     field = "amount" if rejected.param == "amount" else "payment_method_id"
-    return ValidationFailed(
-        REJECTED_MESSAGE,
-        errors=[{"field": field, "message": REJECTED_MESSAGE}],
-        payment_id=payment_id,
-    )
+    return Rejected(payment_id=payment_id, field=field, message=REJECTED_MESSAGE)
 
 
 async def _remember_card(session: AsyncSession, payment: Payment) -> None:
@@ -357,15 +330,10 @@ async def _remember_card(session: AsyncSession, payment: Payment) -> None:
     await methods_repo.insert_if_absent(session, row)
 
 
-def _decline_problem(error: PaymentError, payment_id: str) -> dict[str, Any]:
-    """The 402: the failure as the payment records it (`declines.public_failure`)."""
+def _declined(error: PaymentError, payment_id: str) -> Declined:
+    """The decline as the payment records it and the customer is told it
+    (`declines.public_failure`)."""
     told = declines.public_failure(error)
-    problem = CardError(
-        told.message,
-        code=told.code or CardError.code,
-        title=told.message,
-        decline_code=told.decline_code,
-        payment_id=payment_id,
-        retryable=False,
+    return Declined(
+        payment_id=payment_id, code=told.code, decline_code=told.decline_code, message=told.message
     )
-    return problem.problem(request_id_var.get())

@@ -52,7 +52,8 @@ from azora_payments.domain.payments import (
     settle_intent,
     status_of,
 )
-from azora_payments.domain.refunds import settle_refund, settle_unanswered
+from azora_payments.domain.refund_flow import settle_unanswered
+from azora_payments.domain.refunds import settle_refund
 from azora_payments.errors import ServiceUnavailable
 from azora_payments.faults import crash_point
 from azora_payments.logs import log_fields
@@ -218,9 +219,7 @@ async def finish_unanswered(services: Services, payment: Payment, *, now: dateti
         ours = [i for i in found if intent_mismatch(payment, i) is None]
         intent = max(ours, key=lambda i: rank(status_of(i)), default=None)
         if intent is not None and intent.status in NEVER_STARTED and not intent.last_payment_error:
-            intent = await services.stripe.cancel_payment_intent(
-                intent.id, reason="abandoned", idempotency_key=f"azora:pi_cancel:{intent.id}"
-            )
+            intent = await services.stripe.cancel_payment_intent(intent.id, reason="abandoned")
         refunds = await _refunds_of(services, intent)
         crash_point("reconcile.after_asking")
         changes: list[str] = []

@@ -12,6 +12,9 @@ runs under a key derived from the approval, so the winner retrying never refunds
 from __future__ import annotations
 
 import hashlib
+import json
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.auth import User
 from azora_payments.db.models import RefundApproval
@@ -20,9 +23,9 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, refunds
+from azora_payments.domain import audit, refund_flow, refunds
+from azora_payments.domain.flow_outcomes import Answer, Refunded
 from azora_payments.domain.idempotency import IdempotencyKeys, request_fingerprint
-from azora_payments.domain.payment_flow import Answer
 from azora_payments.errors import (
     AmountExceedsRefundable,
     Conflict,
@@ -58,64 +61,64 @@ def needs_approval(amount: int, threshold: int | None) -> bool:
     return threshold is not None and amount > threshold
 
 
-def refund_fingerprint(request: refunds.RefundRequest) -> str:
-    """The fingerprint the API gives the same refund (its JSON body)."""
+def refund_fingerprint(request: refund_flow.RefundRequest, *, path: str) -> str:
+    """The fingerprint the API gives the same refund (its JSON body, at the API's `path`)."""
     body = {"payment_id": request.payment_id, "amount": request.amount, "reason": request.reason}
-    return request_fingerprint("POST", refunds.PATH, body)
+    return request_fingerprint("POST", path, body)
 
 
 async def request_approval(
+    session: AsyncSession,
     *,
-    keys: IdempotencyKeys,
-    request: refunds.RefundRequest,
+    request: refund_flow.RefundRequest,
     actor: audit.Actor,
     key: str,
 ) -> RefundApproval:
-    """Record the request (once per form key); the amount must still be refundable."""
+    """Record the request (once per form key), in the caller's transaction; the amount must
+    still be refundable."""
     assert request.amount is not None
     request_key = hashlib.sha256(f"{actor.id}\0{key}".encode()).hexdigest()
-    async with keys.db.transaction() as session:
-        payment = await payments_repo.get(session, request.payment_id, for_update=True)
-        if payment is None:
-            raise PaymentNotFound()
-        if payment.status != "succeeded":
-            raise PaymentNotRefundable(payment_id=payment.id)
-        existing = await console_repo.approval_by_key(session, request_key)
-        if existing is not None:
-            return existing
-        remaining = refunds.refundable(
-            payment, list(await refunds_repo.of_payment(session, payment.id))
+    payment = await payments_repo.get(session, request.payment_id, for_update=True)
+    if payment is None:
+        raise PaymentNotFound()
+    if payment.status != "succeeded":
+        raise PaymentNotRefundable(payment_id=payment.id)
+    existing = await console_repo.approval_by_key(session, request_key)
+    if existing is not None:
+        return existing
+    remaining = refunds.refundable(
+        payment, list(await refunds_repo.of_payment(session, payment.id))
+    )
+    if request.amount > remaining:
+        raise AmountExceedsRefundable(
+            f"At most {remaining} can still be refunded.", payment_id=payment.id
         )
-        if request.amount > remaining:
-            raise AmountExceedsRefundable(
-                f"At most {remaining} can still be refunded.", payment_id=payment.id
-            )
-        approval_id = new_id("apr")
-        await insert_ignore(
+    approval_id = new_id("apr")
+    await insert_ignore(
+        session,
+        RefundApproval,
+        {
+            "id": approval_id,
+            "payment_id": payment.id,
+            "amount": request.amount,
+            "currency": payment.currency,
+            "reason": request.reason,
+            "status": PENDING,
+            "requested_by": actor.id,
+            "request_key": request_key,
+            "created_at": utcnow(),
+        },
+    )
+    row = await console_repo.approval_by_key(session, request_key)
+    assert row is not None
+    if row.id == approval_id:
+        audit.record(
             session,
-            RefundApproval,
-            {
-                "id": approval_id,
-                "payment_id": payment.id,
-                "amount": request.amount,
-                "currency": payment.currency,
-                "reason": request.reason,
-                "status": PENDING,
-                "requested_by": actor.id,
-                "request_key": request_key,
-                "created_at": utcnow(),
-            },
+            actor=actor,
+            action="refund.approval_requested",
+            payment_id=payment.id,
+            details={"approval_id": row.id, "amount": row.amount, "reason": row.reason},
         )
-        row = await console_repo.approval_by_key(session, request_key)
-        assert row is not None
-        if row.id == approval_id:
-            audit.record(
-                session,
-                actor=actor,
-                action="refund.approval_requested",
-                payment_id=payment.id,
-                details={"approval_id": row.id, "amount": row.amount, "reason": row.reason},
-            )
     return row
 
 
@@ -126,8 +129,10 @@ async def approve(
     approval_id: str,
     approver: User,
     actor: audit.Actor,
+    path: str,
 ) -> Answer:
-    """Approve and make the refund. The requester cannot approve their own request."""
+    """Approve and make the refund, as the refund request at `path` would. The requester cannot
+    approve their own request."""
     async with keys.db.transaction() as session:
         row = await console_repo.approval(session, approval_id, for_update=True)
         if row is None:
@@ -150,17 +155,18 @@ async def approve(
                 payment_id=row.payment_id,
                 details={"approval_id": row.id, "requested_by": row.requested_by},
             )
-        request = refunds.RefundRequest(
+        request = refund_flow.RefundRequest(
             payment_id=row.payment_id, amount=row.amount, reason=row.reason
         )
-    answer = await refunds.refund(
+    answer = await refund_flow.refund(
         keys=keys,
         stripe=stripe,
         operator=approver,
         actor=actor,
         request=request,
         key=f"console-approval:{approval_id}",
-        fingerprint=refund_fingerprint(request),
+        path=path,
+        fingerprint=refund_fingerprint(request, path=path),
     )
     refund_id = _refund_id(answer)
     if refund_id is not None:
@@ -171,29 +177,29 @@ async def approve(
     return answer
 
 
-async def reject(*, keys: IdempotencyKeys, approval_id: str, actor: audit.Actor) -> None:
-    async with keys.db.transaction() as session:
-        row = await console_repo.approval(session, approval_id)
-        if row is None:
-            raise ApprovalNotFound()
-        if not await console_repo.decide(
-            session, approval_id=row.id, status=REJECTED, by=actor.id, at=utcnow()
-        ):
-            raise ApprovalDecided()
-        audit.record(
-            session,
-            actor=actor,
-            action="refund.rejected",
-            payment_id=row.payment_id,
-            details={"approval_id": row.id, "requested_by": row.requested_by},
-        )
+async def reject(session: AsyncSession, *, approval_id: str, actor: audit.Actor) -> None:
+    """Reject the request, in the caller's transaction."""
+    row = await console_repo.approval(session, approval_id)
+    if row is None:
+        raise ApprovalNotFound()
+    if not await console_repo.decide(
+        session, approval_id=row.id, status=REJECTED, by=actor.id, at=utcnow()
+    ):
+        raise ApprovalDecided()
+    audit.record(
+        session,
+        actor=actor,
+        action="refund.rejected",
+        payment_id=row.payment_id,
+        details={"approval_id": row.id, "requested_by": row.requested_by},
+    )
 
 
 def _refund_id(answer: Answer) -> str | None:
-    import json
-
-    if answer.stored.status != 201:
+    """The refund made, when it was (a replay tells it by its stored success)."""
+    if isinstance(answer.outcome, Refunded):
+        return str(answer.outcome.refund["id"])
+    if answer.outcome is not None or not answer.stored.ok:
         return None
-    body = json.loads(answer.stored.body)
-    value = body.get("id")
+    value = json.loads(answer.stored.body).get("id")
     return value if isinstance(value, str) else None
