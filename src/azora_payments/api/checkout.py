@@ -20,7 +20,13 @@ from azora_payments.api.payments import (
     check_metadata,
     replayable_response,
 )
-from azora_payments.api.schemas import ANY_PROBLEM, CheckoutSession, Payment, problems
+from azora_payments.api.schemas import (
+    ANY_PROBLEM,
+    IDEMPOTENCY_KEY_HEADER,
+    CheckoutSession,
+    Payment,
+    problems,
+)
 from azora_payments.config import Settings
 from azora_payments.domain import checkout, money
 from azora_payments.domain.audit import Actor
@@ -30,12 +36,6 @@ from azora_payments.errors import CheckoutSessionNotFound, ValidationFailed
 router = APIRouter(prefix="/api/checkout", tags=["checkout"], responses=ANY_PROBLEM)
 
 SESSION_ID = re.compile(r"^cs_[0-9a-z]{32}$")
-IDEMPOTENCY_HEADER = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
 
 
 class CustomerIn(BaseModel):
@@ -103,7 +103,7 @@ def checked_id(checkout_id: str) -> str:
 @router.post(
     "/sessions",
     status_code=201,
-    openapi_extra={**body_schema(SessionIn), "parameters": [IDEMPOTENCY_HEADER]},
+    openapi_extra={**body_schema(SessionIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
     response_model=CheckoutSession,
     responses=problems(400, 401, 403, 409, 422, 429, 500, 503),
 )

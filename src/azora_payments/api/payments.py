@@ -16,6 +16,7 @@ from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
 from azora_payments.api.schemas import (
     AUTHENTICATED,
+    IDEMPOTENCY_KEY_HEADER,
     AnyPayment,
     Payment,
     PaymentPage,
@@ -129,17 +130,7 @@ def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.Payment
 @router.post(
     "/process",
     status_code=201,
-    openapi_extra={
-        **body_schema(ProcessIn),
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
-        ],
-    },
+    openapi_extra={**body_schema(ProcessIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
     response_model=Payment,
     responses={
         201: {"description": "The Payment (`requires_action` carries a `client_secret`)"},

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic.json_schema import models_json_schema
 from typing_extensions import TypedDict
 
 from azora_payments.errors import PROBLEM_JSON
@@ -301,6 +303,15 @@ class Problem(TypedDict):
 
 
 REF = "#/components/schemas/{model}"
+# The header the idempotent POSTs require (API.md, Idempotency).
+IDEMPOTENCY_KEY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+# The bodies routes read themselves (`api.body.body_schema`), documented among the components.
+REQUEST_MODELS: dict[str, type[BaseModel]] = {}
 _PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": REF.format(model="Problem")}}}
 _WHY = {
     400: "Malformed: not JSON, a bad Idempotency-Key, a cursor that is not ours",
@@ -339,20 +350,32 @@ ANY_PROBLEM: dict[int | str, dict[str, Any]] = {
 AUTHENTICATED = {**ANY_PROBLEM, **problems(401, 403, 422, 429, 500, 503)}
 
 
-def install_problem_schema(app: FastAPI) -> None:
-    """Add Problem (and what it names) to the schema's components: the responses above refer to
-    it under `application/problem+json`, a media type FastAPI's `model=` cannot give."""
+def operation_id(route: APIRoute) -> str:
+    """The route's function name (`get_payment`), for the names of a generated client's calls
+    instead of FastAPI's `get_payment_api_payments__payment_id__get`."""
+    return route.name
+
+
+def install_schema_components(app: FastAPI) -> None:
+    """Add to the schema's components what FastAPI cannot see: Problem (the responses above refer
+    to it under `application/problem+json`, a media type FastAPI's `model=` cannot give) and the
+    request bodies routes read themselves, each with the models it names."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = generate()
-        problem = TypeAdapter(Problem).json_schema(ref_template=REF, mode="serialization")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in problem.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["Problem"] = problem
+        problem = TypeAdapter(Problem).json_schema(ref_template=REF, mode="serialization")
+        _, bodies = models_json_schema(
+            [(model, "validation") for model in REQUEST_MODELS.values()], ref_template=REF
+        )
+        added = {**problem.pop("$defs", {}), "Problem": problem, **bodies.get("$defs", {})}
+        for name, definition in added.items():
+            # One name, one schema: a body model named like an answer would shadow it.
+            if components.setdefault(name, definition) != definition:
+                raise RuntimeError(f"two schemas named {name} in the OpenAPI components")
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
