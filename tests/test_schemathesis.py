@@ -62,7 +62,7 @@ def schemathesis(base_url: str, token: str, report: Path) -> subprocess.Complete
         "--header",
         f"Authorization: Bearer {token}",
         "--checks",
-        "not_a_server_error,problem_json",
+        "not_a_server_error,problem_json,response_schema_conformance,content_type_conformance",
         "--phases",
         "examples,coverage,fuzzing",
         "--max-examples",

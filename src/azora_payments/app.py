@@ -24,6 +24,7 @@ from azora_payments.api import (
 )
 from azora_payments.api.middleware import EdgeMiddleware
 from azora_payments.api.problems import install_problem_handlers
+from azora_payments.api.schemas import operation_id
 from azora_payments.config import Settings
 from azora_payments.db.migrate import schema_is_current
 from azora_payments.services import Services
@@ -78,6 +79,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     if services is not None:
         app.state.services = services

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from azora_payments.api.deps import Operator, ServicesDep
+from azora_payments.api.schemas import AUTHENTICATED, AuditPage, AuditRecord, problems
 from azora_payments.domain import audit
 
-router = APIRouter(prefix="/api", tags=["audit"])
+router = APIRouter(prefix="/api", tags=["audit"], responses=AUTHENTICATED)
 
 
-class AuditRecordOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    payment_id: str | None
-    details: dict[str, Any]
-    request_id: str | None
-    client_ip: str | None
-
-
-class AuditPage(BaseModel):
-    data: list[AuditRecordOut]
-    has_more: bool
-    next_cursor: str | None
-
-
-@router.get("/audit", response_model=AuditPage)
+@router.get("/audit", response_model=AuditPage, responses=problems(400))
 async def list_audit(
     _: Operator,
     services: ServicesDep,
@@ -50,7 +32,7 @@ async def list_audit(
         action=action,
     )
     return AuditPage(
-        data=[AuditRecordOut.model_validate(row, from_attributes=True) for row in page.records],
+        data=[AuditRecord.model_validate(row, from_attributes=True) for row in page.records],
         has_more=page.next_cursor is not None,
         next_cursor=page.next_cursor,
     )

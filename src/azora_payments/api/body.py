@@ -10,6 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from azora_payments.api.problems import field_errors
+from azora_payments.api.schemas import REF, REQUEST_MODELS
 from azora_payments.errors import (
     IdempotencyKeyInvalid,
     IdempotencyKeyRequired,
@@ -71,10 +72,12 @@ def idempotency_key(request: Request) -> str:
 
 
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` documenting a body that the route reads itself."""
+    """`openapi_extra` documenting a body that the route reads itself: a reference to the model
+    among the schema's components (its own `$defs` would point nowhere from inside a path)."""
+    REQUEST_MODELS[model.__name__] = model
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
     }

@@ -20,13 +20,20 @@ from azora_payments.api.payments import (
     check_metadata,
     replayable_response,
 )
+from azora_payments.api.schemas import (
+    ANY_PROBLEM,
+    IDEMPOTENCY_KEY_HEADER,
+    CheckoutSession,
+    Payment,
+    problems,
+)
 from azora_payments.config import Settings
 from azora_payments.domain import checkout, money
 from azora_payments.domain.audit import Actor
 from azora_payments.domain.idempotency import request_fingerprint
 from azora_payments.errors import CheckoutSessionNotFound, ValidationFailed
 
-router = APIRouter(prefix="/api/checkout", tags=["checkout"])
+router = APIRouter(prefix="/api/checkout", tags=["checkout"], responses=ANY_PROBLEM)
 # The requests Idempotency-Keys are kept for (stored with them: never change them).
 CREATE_PATH = "/api/checkout/sessions"
 
@@ -36,12 +43,6 @@ def pay_path(checkout_id: str) -> str:
 
 
 SESSION_ID = re.compile(r"^cs_[0-9a-z]{32}$")
-IDEMPOTENCY_HEADER = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
 
 
 class CustomerIn(BaseModel):
@@ -109,7 +110,9 @@ def checked_id(checkout_id: str) -> str:
 @router.post(
     "/sessions",
     status_code=201,
-    openapi_extra={**body_schema(SessionIn), "parameters": [IDEMPOTENCY_HEADER]},
+    openapi_extra={**body_schema(SessionIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    response_model=CheckoutSession,
+    responses=problems(400, 401, 403, 409, 422, 429, 500, 503),
 )
 async def create_session(
     request: Request, caller: Backend, actor: RequestActor, services: ServicesDep
@@ -143,7 +146,11 @@ async def create_session(
     return replayable_response(answer)
 
 
-@router.get("/sessions/{checkout_id}")
+@router.get(
+    "/sessions/{checkout_id}",
+    response_model=CheckoutSession,
+    responses=problems(401, 403, 404, 422, 429, 500, 503),
+)
 async def get_session(checkout_id: str, caller: Backend, services: ServicesDep) -> dict[str, Any]:
     return await checkout.get_for_backend(
         db=services.db, caller=caller, checkout_id=checked_id(checkout_id)
@@ -154,10 +161,24 @@ async def get_session(checkout_id: str, caller: Backend, services: ServicesDep) 
     "/sessions/{checkout_id}/pay",
     status_code=201,
     openapi_extra=body_schema(PayIn),
+    response_model=Payment,
     responses={
-        402: {"description": "Card declined: another card may pay the same session"},
-        409: {"description": "Already paid, or expired"},
-        503: {"description": "Retry: the same attempt continues, never a second charge"},
+        200: {"description": "The attempt under way, as it stands", "model": Payment},
+        **problems(
+            400,
+            402,
+            404,
+            409,
+            422,
+            429,
+            500,
+            503,
+            why={
+                402: "Card declined: another card may pay the same session",
+                409: "Already paid, or expired",
+                503: "Retry: the same attempt continues, never a second charge",
+            },
+        ),
     },
 )
 async def pay_session(checkout_id: str, request: Request, services: ServicesDep) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,10 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from azora_payments.api.body import body_schema, read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
-from azora_payments.db.models import PaymentMethod
+from azora_payments.api.schemas import AUTHENTICATED, PaymentMethod, PaymentMethodList, problems
 from azora_payments.domain import methods
 
-router = APIRouter(prefix="/api/payments/methods", tags=["payment methods"])
+router = APIRouter(
+    prefix="/api/payments/methods", tags=["payment methods"], responses=AUTHENTICATED
+)
 
 PM_ID = r"^pm_[A-Za-z0-9_]{1,200}$"
 
@@ -25,31 +26,15 @@ class SaveMethodIn(BaseModel):
     set_default: bool = False
 
 
-class PaymentMethodOut(BaseModel):
-    id: str
-    type: str
-    brand: str | None
-    last4: str | None
-    exp_month: int | None
-    exp_year: int | None
-    is_default: bool
-    created_at: datetime
-
-    @classmethod
-    def of(cls, row: PaymentMethod) -> PaymentMethodOut:
-        return cls.model_validate(row, from_attributes=True)
-
-
-class PaymentMethodList(BaseModel):
-    data: list[PaymentMethodOut]
-
-
 @router.post(
     "/save",
     status_code=201,
-    response_model=PaymentMethodOut,
+    response_model=PaymentMethod,
     openapi_extra=body_schema(SaveMethodIn),
-    responses={200: {"description": "Already saved: the same object", "model": PaymentMethodOut}},
+    responses={
+        200: {"description": "Already saved: the same object", "model": PaymentMethod},
+        **problems(400, 404, why={404: "payment_method_not_found (another customer's)"}),
+    },
 )
 async def save_method(
     request: Request,
@@ -57,7 +42,7 @@ async def save_method(
     user: CurrentUser,
     actor: RequestActor,
     services: ServicesDep,
-) -> PaymentMethodOut:
+) -> PaymentMethod:
     body = validate(SaveMethodIn, await read_json(request))
     result = await methods.save(
         db=services.db,
@@ -69,16 +54,21 @@ async def save_method(
     )
     if not result.created:
         response.status_code = 200
-    return PaymentMethodOut.of(result.method)
+    return PaymentMethod.of(result.method)
 
 
 @router.get("/list", response_model=PaymentMethodList)
 async def list_methods(user: CurrentUser, services: ServicesDep) -> PaymentMethodList:
     rows = await methods.list_methods(db=services.db, user=user)
-    return PaymentMethodList(data=[PaymentMethodOut.of(row) for row in rows])
+    return PaymentMethodList(data=[PaymentMethod.of(row) for row in rows])
 
 
-@router.delete("/delete", status_code=204, response_class=Response)
+@router.delete(
+    "/delete",
+    status_code=204,
+    response_class=Response,
+    responses=problems(404, why={404: "payment_method_not_found"}),
+)
 async def delete_method(
     user: CurrentUser,
     actor: RequestActor,

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from azora_payments.api.deps import Operator, ServicesDep
+from azora_payments.api.schemas import AUTHENTICATED, NotificationPage, problems
 from azora_payments.domain import notifications
 
-router = APIRouter(prefix="/api", tags=["notifications"])
+router = APIRouter(prefix="/api", tags=["notifications"], responses=AUTHENTICATED)
 
 
-@router.get("/notifications")
+@router.get("/notifications", response_model=NotificationPage, responses=problems(400))
 async def list_notifications(
     _: Operator,
     services: ServicesDep,

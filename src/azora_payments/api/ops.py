@@ -12,21 +12,26 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from azora_payments.api.deps import ServicesDep
+from azora_payments.api.schemas import ANY_PROBLEM, Health, Readiness
 from azora_payments.db.migrate import schema_is_current
 from azora_payments.errors import Unauthenticated
 from azora_payments.jobs.queue import refresh_gauges
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=ANY_PROBLEM)
 metrics_router = APIRouter(tags=["operations"])
 logger = logging.getLogger(__name__)
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "Not ready (the body says why)", "model": Readiness}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     try:
         current = await schema_is_current(services.db.engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -14,19 +14,25 @@ from azora_payments.addresses import plain_address
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
+from azora_payments.api.schemas import (
+    AUTHENTICATED,
+    IDEMPOTENCY_KEY_HEADER,
+    AnyPayment,
+    Payment,
+    PaymentPage,
+    PaymentStatus,
+    problems,
+)
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.domain import history, money, payment_flow
 from azora_payments.domain.flow_outcomes import Answer
 from azora_payments.domain.idempotency import request_fingerprint
 from azora_payments.errors import PROBLEM_JSON, Forbidden, PaymentNotFound, ValidationFailed
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+router = APIRouter(prefix="/api/payments", tags=["payments"], responses=AUTHENTICATED)
 # The request an Idempotency-Key is kept for (stored with it: never change it).
 PROCESS_PATH = "/api/payments/process"
 
-PaymentStatus = Literal[
-    "requires_payment_method", "requires_action", "processing", "succeeded", "failed", "canceled"
-]
 PAYMENT_ID = re.compile(r"^pay_[0-9a-z]{26}$")
 # The action paths beside `/{payment_id}`: with another method they must answer 405 (API.md,
 # Errors), not be taken for a payment id and answered 404.
@@ -127,18 +133,24 @@ def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.Payment
 @router.post(
     "/process",
     status_code=201,
-    openapi_extra={
-        **body_schema(ProcessIn),
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
-        ],
+    openapi_extra={**body_schema(ProcessIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    response_model=Payment,
+    responses={
+        201: {"description": "The Payment (`requires_action` carries a `client_secret`)"},
+        **problems(
+            400,
+            402,
+            404,
+            409,
+            422,
+            503,
+            why={
+                404: "payment_method_not_found",
+                409: "In progress (`Retry-After`), a final failure, or Stripe's refusal",
+                503: "Stripe unreachable: the same key later continues (`payment_id`)",
+            },
+        ),
     },
-    responses={402: {"description": "Card declined"}, 503: {"description": "Retry later"}},
 )
 async def process_payment(
     request: Request, user: CurrentUser, actor: RequestActor, services: ServicesDep
@@ -170,7 +182,7 @@ def replayable_response(answer: Answer) -> Response:
     return Response(stored.body, status_code=stored.status, headers=headers, media_type=media_type)
 
 
-@router.get("/history")
+@router.get("/history", response_model=PaymentPage, responses=problems(400))
 async def payment_history(
     user: CurrentUser,
     services: ServicesDep,
@@ -195,7 +207,7 @@ async def payment_history(
     return {"data": page.data, "has_more": page.has_more, "next_cursor": page.next_cursor}
 
 
-@router.get("/{payment_id:payment_id}")
+@router.get("/{payment_id:payment_id}", response_model=AnyPayment, responses=problems(404))
 async def get_payment(payment_id: str, user: CurrentUser, services: ServicesDep) -> dict[str, Any]:
     if not PAYMENT_ID.match(payment_id):
         raise PaymentNotFound()

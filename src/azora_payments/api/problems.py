@@ -13,6 +13,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from azora_payments.api.schemas import install_schema_components
 from azora_payments.errors import (
     PROBLEM_JSON,
     AzoraError,
@@ -84,6 +85,8 @@ def allowed_methods(request: Request) -> str:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    install_schema_components(app)
+
     @app.exception_handler(AzoraError)
     async def _azora(_: Request, exc: AzoraError) -> JSONResponse:
         return problem_response(exc)

@@ -11,10 +11,11 @@ from azora_payments.addresses import plain_address
 from azora_payments.api.body import read_json, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID
+from azora_payments.api.schemas import AUTHENTICATED, Receipt, problems
 from azora_payments.domain import receipts
 from azora_payments.errors import PaymentNotFound
 
-router = APIRouter(prefix="/api/payments", tags=["receipts"])
+router = APIRouter(prefix="/api/payments", tags=["receipts"], responses=AUTHENTICATED)
 
 
 def _checked(payment_id: str) -> str:
@@ -23,7 +24,11 @@ def _checked(payment_id: str) -> str:
     return payment_id
 
 
-@router.get("/{payment_id}/receipt", responses={404: {"description": "receipt_not_ready"}})
+@router.get(
+    "/{payment_id}/receipt",
+    response_model=Receipt,
+    responses=problems(404, why={404: "Not found, or receipt_not_ready"}),
+)
 async def get_receipt(payment_id: str, user: CurrentUser, services: ServicesDep) -> dict[str, Any]:
     return await receipts.get_receipt(db=services.db, user=user, payment_id=_checked(payment_id))
 
@@ -31,7 +36,10 @@ async def get_receipt(payment_id: str, user: CurrentUser, services: ServicesDep)
 @router.get(
     "/{payment_id}/receipt.pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}},
+    responses={
+        200: {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+        **problems(404, why={404: "Not found, or receipt_not_ready"}),
+    },
 )
 async def get_receipt_pdf(payment_id: str, user: CurrentUser, services: ServicesDep) -> Response:
     stored = await receipts.get_pdf(
@@ -67,7 +75,10 @@ class ResendIn(BaseModel):
             "content": {"application/json": {"schema": ResendIn.model_json_schema()}},
         }
     },
-    responses={429: {"description": "Too many re-sends for this payment or this caller"}},
+    response_model=Receipt,
+    responses=problems(
+        400, 404, 429, why={429: "Too many re-sends for this payment or this caller"}
+    ),
 )
 async def email_receipt(
     payment_id: str, request: Request, user: CurrentUser, actor: RequestActor, services: ServicesDep

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
 from azora_payments.api.deps import Operator, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID, replayable_response
+from azora_payments.api.schemas import AUTHENTICATED, IDEMPOTENCY_KEY_HEADER, Refund, problems
 from azora_payments.domain import money, refund_flow
 from azora_payments.domain.idempotency import request_fingerprint
 
-router = APIRouter(prefix="/api/payments", tags=["refunds"])
+router = APIRouter(prefix="/api/payments", tags=["refunds"], responses=AUTHENTICATED)
 # The request an Idempotency-Key is kept for (stored with it: never change it); console refunds
 # run under it too, so that they are the same request.
 REFUND_PATH = "/api/payments/refund"
@@ -35,8 +36,18 @@ class RefundIn(BaseModel):
 @router.post(
     "/refund",
     status_code=201,
-    openapi_extra=body_schema(RefundIn),
-    responses={409: {"description": "Not refundable"}, 422: {"description": "Too much"}},
+    openapi_extra={**body_schema(RefundIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    response_model=Refund,
+    responses=problems(
+        400,
+        404,
+        409,
+        422,
+        why={
+            409: "payment_not_refundable, in progress, or Stripe's refusal (`retryable: false`)",
+            422: "amount_exceeds_refundable, or validation (`errors`)",
+        },
+    ),
 )
 async def refund_payment(
     request: Request, operator: Operator, actor: RequestActor, services: ServicesDep
