@@ -28,6 +28,8 @@ from azora_payments.config import Settings, load_settings
 from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import Base
 from azora_payments.services import Services
+from tests.processes import free_port as free_port
+from tests.processes import wait_http as wait_http
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -229,13 +231,6 @@ def operator_headers() -> dict[str, str]:
 # ---------------------------------------------------------------- server processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
     env.update(
@@ -255,20 +250,6 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
         env["REDIS_URL"] = settings.redis_url
     env.update(extra)
     return env
-
-
-def wait_http(url: str, *, timeout: float = 20.0, proc: Any = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 # ---------------------------------------------------------------- the Stripe emulator
@@ -366,19 +347,32 @@ async def app_client(
             yield http
 
 
-async def emulator_intents_for(base_url: str, user_id: str) -> list[dict[str, Any]]:
-    """Every PaymentIntent the emulator holds for one of our users (by our metadata)."""
+async def emulator_objects_for(base_url: str, resource: str, user_id: str) -> list[dict[str, Any]]:
+    """Every object of `resource` (`payment_intents`, `customers`) the emulator holds for one
+    of our users (by our `azora_user_id` metadata), through every page."""
     found: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 100}
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as http:
         while True:
-            page = (await http.get(f"{base_url}/v1/payment_intents", params=params)).json()
+            page = (await http.get(f"{base_url}/v1/{resource}", params=params)).json()
             found += [
-                pi for pi in page["data"] if pi.get("metadata", {}).get("azora_user_id") == user_id
+                obj
+                for obj in page["data"]
+                if obj.get("metadata", {}).get("azora_user_id") == user_id
             ]
             if not page.get("has_more") or not page["data"]:
                 return found
             params["starting_after"] = page["data"][-1]["id"]
+
+
+async def emulator_intents_for(base_url: str, user_id: str) -> list[dict[str, Any]]:
+    """Every PaymentIntent the emulator holds for one of our users (by our metadata)."""
+    return await emulator_objects_for(base_url, "payment_intents", user_id)
+
+
+async def emulator_customers_for(base_url: str, user_id: str) -> list[dict[str, Any]]:
+    """Every Stripe customer the emulator holds for one of our users (by our metadata)."""
+    return await emulator_objects_for(base_url, "customers", user_id)
 
 
 # ---------------------------------------------------------------- private services

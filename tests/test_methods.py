@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from azora_payments.db.models import AuditRecord, Customer
 from azora_payments.services import Services
-from tests.conftest import bearer, make_token, unique_user
+from tests.conftest import bearer, emulator_customers_for, make_token, unique_user
 
 
 def headers_for(user: str, **claims: object) -> dict[str, str]:
@@ -137,7 +137,7 @@ async def test_unknown_method_is_not_found(api: httpx.AsyncClient) -> None:
 
 
 async def test_first_requests_race_create_one_customer(
-    api: httpx.AsyncClient, stripe_services: Services
+    api: httpx.AsyncClient, stripe_services: Services, stripe_emulator: str
 ) -> None:
     user = unique_user()
     h = headers_for(user)
@@ -159,6 +159,10 @@ async def test_first_requests_race_create_one_customer(
             select(func.count()).select_from(Customer).where(Customer.user_id == user)
         )
     assert count == 1
+    # And one at Stripe: a race that made a customer per request would leave the losers'
+    # customers there, unused, even if our table kept only one.
+    at_stripe = await emulator_customers_for(stripe_emulator, user)
+    assert [c["id"] for c in at_stripe] == [await _customer_of(stripe_services, h)]
     listed = (await api.get("/api/payments/methods/list", headers=h)).json()["data"]
     assert len(listed) == 1
     stripe_pm = await stripe_services.stripe.retrieve_payment_method(listed[0]["id"])

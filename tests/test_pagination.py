@@ -35,8 +35,24 @@ def test_round_trip_keeps_the_offset() -> None:
 
 
 def test_cursors_order_like_their_rows() -> None:
-    assert encode_cursor(AT, 1) != encode_cursor(AT, 2)
-    assert encode_cursor(AT, 1) != encode_cursor(AT + timedelta(microseconds=1), 1)
+    """The keyset query compares a cursor's position with rows': decoded positions must sort
+    exactly as the rows they came from, to the microsecond, whatever offset a moment carries."""
+    plus_two = timezone(timedelta(hours=2))
+    rows = [
+        (AT, 2),
+        (AT, 1),
+        (AT + timedelta(microseconds=1), 1),
+        (AT - timedelta(microseconds=1), 9),
+        # The same instant as AT, written at +02:00; then one an hour later than AT in UTC.
+        (AT.astimezone(plus_two), 3),
+        (AT.astimezone(plus_two) + timedelta(hours=1), 0),
+        (AT - timedelta(days=400), 2**53),
+    ]
+    positions = [decode_cursor(encode_cursor(at, row_id), int) for at, row_id in rows]
+    order = sorted(range(len(rows)), key=lambda i: rows[i], reverse=True)
+    assert sorted(range(len(rows)), key=lambda i: positions[i], reverse=True) == order
+    for (at, row_id), (moment, decoded_id) in zip(rows, positions, strict=True):
+        assert (moment, decoded_id) == (at, row_id)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,8 +33,8 @@ from tests.conftest import (
     make_token,
     server_env,
     unique_user,
-    wait_http,
 )
+from tests.processes import ServiceProcess, running_servers
 from tests.test_payments import payment_body
 
 pytestmark = pytest.mark.slow
@@ -57,64 +55,26 @@ class Buyer:
 # ---------------------------------------------------------------- server processes
 
 
-class Server:
-    """One `azora-payments serve` process, its output in a log file."""
+class Server(ServiceProcess):
+    """One `azora-payments serve` process on `settings` (and `env`), its output in `log`."""
 
     def __init__(self, settings: Settings, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(self.port)],
-            env=server_env(settings, **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+        port = free_port()
+        super().__init__(
+            ["serve", "--port", str(port)], env=server_env(settings, **env), log=log, port=port
         )
 
     def wait_ready(self) -> None:
-        try:
-            wait_http(f"{self.url}/healthz", timeout=30.0, proc=self.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise AssertionError(f"server did not start: {exc}\n{self.output()}") from None
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies mid-request, as on a power cut or an OOM kill."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+        self.wait_http()
 
 
 @contextlib.contextmanager
 def servers(
     settings: Settings, tmp_path: Path, count: int = 1, **env: str
-) -> Iterator[list[Server]]:
+) -> Iterator[list[ServiceProcess]]:
     """`count` servers on the same settings, started side by side; always stopped."""
-    started: list[Server] = []
-    try:
-        for _ in range(count):
-            name = f"server-{uuid.uuid4().hex[:6]}.log"
-            started.append(Server(settings, tmp_path / name, **env))
-        for server in started:
-            server.wait_ready()
+    with running_servers(server_env(settings, **env), tmp_path, count) as started:
         yield started
-    finally:
-        for server in started:
-            server.stop()
 
 
 def process_settings(database_url: str, stripe_emulator: str, tmp_path: Path) -> Settings:

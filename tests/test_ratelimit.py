@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,8 @@ from azora_payments.config import Settings
 from azora_payments.errors import RateLimited
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.services import Services
-from tests.conftest import app_client, bearer, free_port, make_settings, make_token
+from tests.conftest import app_client, bearer, free_port, make_settings, make_token, server_env
+from tests.processes import running_servers
 
 AUDIT = "/api/audit"
 
@@ -84,17 +86,20 @@ async def test_per_user_limit_counts_after_authentication(database_url: str) -> 
         assert (await http.get(AUDIT, headers=token)).status_code == 200
 
 
-async def test_limit_shared_through_redis_between_processes(
-    database_url: str, redis_url: str
+def test_limit_shared_through_redis_between_processes(
+    database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    # Two app instances (two servers) with one Redis share the count.
-    settings = make_settings(database_url, rate_limit_user="2/minute", redis_url=redis_url)
+    # Two `serve` processes with one Redis share the count: neither has it in its memory.
+    settings = make_settings(database_url, redis_url=redis_url)
+    env = server_env(settings, RATE_LIMIT_USER="2/minute")
     token = bearer(make_token(unique("ops"), roles=["admin"]))
-    async with app_client(settings) as one, app_client(settings) as two:
-        assert (await one.get(AUDIT, headers=token)).status_code == 200
-        assert (await two.get(AUDIT, headers=token)).status_code == 200
-        assert_rate_limited(await one.get(AUDIT, headers=token))
-        assert_rate_limited(await two.get(AUDIT, headers=token))
+    with running_servers(env, tmp_path, count=2) as (one, two):
+        assert one.pid != two.pid
+        with httpx.Client(timeout=10) as http:
+            assert http.get(one.url + AUDIT, headers=token).status_code == 200
+            assert http.get(two.url + AUDIT, headers=token).status_code == 200
+            assert_rate_limited(http.get(one.url + AUDIT, headers=token))
+            assert_rate_limited(http.get(two.url + AUDIT, headers=token))
 
 
 async def test_unreachable_redis_counts_in_the_process_instead(

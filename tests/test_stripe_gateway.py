@@ -23,6 +23,7 @@ from azora_payments.stripe_gateway import (
 from tests.conftest import (
     emulator_clear_faults,
     emulator_count,
+    emulator_customers_for,
     emulator_faults,
     make_settings,
     unique_user,
@@ -154,9 +155,15 @@ async def test_deterministic_keys_make_retries_safe(
         stripe_emulator, method="POST", path=PI_PATH, status=500, times=1, after=True
     )
     user = unique_user()
+    before = await emulator_count(stripe_emulator, "POST /v1/customers")
     first = await gateway.create_customer(user_id=user, email=None, name=None)
+    # The fault fired: Stripe made the customer, its answer was lost, and the SDK asked again.
+    assert await emulator_count(stripe_emulator, "POST /v1/customers") == before + 2
     again = await gateway.create_customer(user_id=user, email=None, name=None)
+    assert await emulator_count(stripe_emulator, "POST /v1/customers") == before + 3
     assert first == again
+    # Three requests, one customer: the retries replayed the first answer.
+    assert [c["id"] for c in await emulator_customers_for(stripe_emulator, user)] == [first]
 
 
 def test_stripe_keys_keep_their_exact_strings() -> None:

@@ -162,7 +162,7 @@ def worker_process(
         process.kill()
 
 
-def test_kinds() -> dict[str, JobKind]:
+def kinds_under_test() -> dict[str, JobKind]:
     return {name: kind for name, kind in registered_kinds().items() if name.startswith("test.")}
 
 
@@ -171,5 +171,7 @@ def fast_worker(
 ) -> Worker:
     """An in-process worker polling fast, for the test kinds only (unless `kinds` says)."""
     return Worker(
-        services, options=replace(FAST, **changes), kinds=test_kinds() if kinds is None else kinds
+        services,
+        options=replace(FAST, **changes),
+        kinds=kinds_under_test() if kinds is None else kinds,
     )
