@@ -29,7 +29,8 @@ from azora_payments.domain import receipts
 from azora_payments.domain.receipt_content import content_of
 from azora_payments.mail import Delivery, Mailer, receipt_message
 from tests.conftest import make_settings, open_services
-from tests.receipts.conftest import SAMPLE, SmtpServer, run_receipt_jobs, seed_succeeded
+from tests.receipts.conftest import SmtpServer, run_receipt_jobs, seed_succeeded
+from tests.receipts.sample import SAMPLE
 
 PASSWORD = "s3cret-smtp-pass"
 
