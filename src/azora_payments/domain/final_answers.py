@@ -16,11 +16,12 @@ from azora_payments.db.repositories import idempotency as keys_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.domain import audit
 from azora_payments.domain.idempotency import Stored
+from azora_payments.domain.statuses import PaymentStatus
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import PaymentFailed
 from azora_payments.logs import request_id_var
 
-GIVEN_UP = frozenset({"failed", "canceled"})
+GIVEN_UP = frozenset({PaymentStatus.FAILED, PaymentStatus.CANCELED})
 
 
 async def payment_answer(session: AsyncSession, payment: Payment) -> Stored:

@@ -38,6 +38,7 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, outcomes
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payment_flow import Answer
+from azora_payments.domain.statuses import PaymentStatus, RefundStatus
 from azora_payments.domain.views import refund_view
 from azora_payments.errors import (
     AmountExceedsRefundable,
@@ -54,7 +55,7 @@ from azora_payments.stripe_gateway import StripeGateway, StripeRefund, StripeRej
 PATH = "/api/payments/refund"
 REFUND_CREATED = "refund_created"
 # What cannot be refunded again: `amount_refunded`'s refunds, and those waiting on the customer.
-COUNTED = ("pending", "requires_action", "succeeded")
+COUNTED = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
 # Stripe's word that less remains than we knew (a refund made in its dashboard we have not
 # heard of yet): the caller's 422. Every other refusal keeps Stripe's code, as a 409.
 TOO_MUCH = "amount_too_large"
@@ -64,9 +65,15 @@ NO_ANSWER = "stripe_unreachable"
 # How long Stripe keeps an idempotency key: until then, sending again cannot make a second one.
 STRIPE_KEY_LIFETIME = timedelta(hours=24)
 
-_REFUND_RANK = {"pending": 0, "requires_action": 1, "succeeded": 2, "failed": 3, "canceled": 3}
+_REFUND_RANK: dict[str, int] = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.REQUIRES_ACTION: 1,
+    RefundStatus.SUCCEEDED: 2,
+    RefundStatus.FAILED: 3,
+    RefundStatus.CANCELED: 3,
+}
 # What `amount_refunded` counts, as Stripe does: money that is or will be returned.
-COUNTED_REFUNDS = frozenset({"pending", "succeeded"})
+COUNTED_REFUNDS = frozenset({RefundStatus.PENDING, RefundStatus.SUCCEEDED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +133,7 @@ async def _create_refund(
         payment = await payments_repo.get(session, request.payment_id, for_update=True)
         if payment is None:
             raise PaymentNotFound()
-        if payment.status != "succeeded" or payment.stripe_payment_intent_id is None:
+        if payment.status != PaymentStatus.SUCCEEDED or payment.stripe_payment_intent_id is None:
             raise PaymentNotRefundable(payment_id=payment.id)
         remaining = _remaining(payment, list(await refunds_repo.of_payment(session, payment.id)))
         amount = request.amount if request.amount is not None else remaining
@@ -141,7 +148,7 @@ async def _create_refund(
             payment_id=payment.id,
             amount=amount,
             currency=payment.currency,
-            status="pending",
+            status=RefundStatus.PENDING,
             reason=request.reason,
             created_by=actor.id,
             created_at=now,
@@ -171,7 +178,7 @@ async def _send(*, keys: IdempotencyKeys, stripe: StripeGateway, held: Held) -> 
         assert payment is not None
         assert payment.stripe_payment_intent_id is not None
     created: StripeRefund | None = None
-    refused = (row.failure_reason or REFUSED) if row.status == "failed" else None
+    refused = (row.failure_reason or REFUSED) if row.status == RefundStatus.FAILED else None
     if refused is None:
         # (A refund already failed, by an earlier attempt or reconciliation, is not sent again.)
         try:
@@ -233,7 +240,7 @@ async def settle_unanswered(
             payment = await payments_repo.get(session, row.payment_id) if row else None
         if row is None or payment is None or payment.stripe_payment_intent_id is None:
             return []
-        if row.status != "pending" or row.stripe_refund_id is not None:
+        if row.status != RefundStatus.PENDING or row.stripe_refund_id is not None:
             return []  # settled meanwhile (a webhook, the request's own retry)
         created: StripeRefund | None = None
         refused: str | None = None
@@ -260,10 +267,10 @@ async def settle_unanswered(
 
 
 async def _fail(session: AsyncSession, payment: Payment, row: Refund, code: str) -> None:
-    if row.status == "failed":
+    if row.status == RefundStatus.FAILED:
         return
     previous = row.status
-    row.status = "failed"
+    row.status = RefundStatus.FAILED
     row.failure_reason = code
     row.updated_at = utcnow()
     await session.flush()

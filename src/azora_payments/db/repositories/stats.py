@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund, WebhookEvent
+from azora_payments.domain.statuses import EventStatus, PaymentStatus
 
 FINAL_DISPUTE_STATUSES = ("won", "lost", "warning_closed")
 
@@ -55,7 +56,7 @@ async def declines(
     reason = func.coalesce(Payment.failure_decline_code, Payment.failure_code, "unknown")
     query = (
         select(reason, func.count())
-        .where(Payment.status == "failed", Payment.created_at >= since)
+        .where(Payment.status == PaymentStatus.FAILED, Payment.created_at >= since)
         .group_by(reason)
         .order_by(func.count().desc())
         .limit(limit)
@@ -72,7 +73,10 @@ async def per_hour(session: AsyncSession, *, since: datetime) -> list[tuple[str,
         hour = func.strftime("%Y-%m-%dT%H", Payment.created_at)
     query = (
         select(hour, Payment.status, func.count())
-        .where(Payment.created_at >= since, Payment.status.in_(("succeeded", "failed")))
+        .where(
+            Payment.created_at >= since,
+            Payment.status.in_((PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)),
+        )
         .group_by(hour, Payment.status)
     )
     return [(str(h), str(s), int(n)) for h, s, n in (await session.execute(query)).all()]
@@ -92,6 +96,8 @@ async def events_with_status(session: AsyncSession, status: str) -> int:
 
 
 async def oldest_waiting_event(session: AsyncSession) -> datetime | None:
-    query = select(func.min(WebhookEvent.received_at)).where(WebhookEvent.status == "received")
+    query = select(func.min(WebhookEvent.received_at)).where(
+        WebhookEvent.status == EventStatus.RECEIVED
+    )
     result: datetime | None = await session.scalar(query)
     return result
