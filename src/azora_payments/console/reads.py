@@ -33,6 +33,7 @@ from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.db.session import Database
 from azora_payments.domain import money
 from azora_payments.domain import refunds as refunds_domain
+from azora_payments.domain.statuses import JobStatus, PaymentStatus, RefundStatus
 from azora_payments.pagination import decode_cursor, encode_cursor
 
 PAGE_SIZE = 25
@@ -224,7 +225,7 @@ async def _payment_of_job(session: Any, payload: Any) -> str | None:
 
 async def dead_jobs(*, db: Database) -> list[JobRow]:
     async with db.read() as session:
-        rows = await jobs_repo.list_jobs(session, status="dead", limit=LIST_SIZE)
+        rows = await jobs_repo.list_jobs(session, status=JobStatus.DEAD, limit=LIST_SIZE)
         return [JobRow(job, await _payment_of_job(session, job.payload)) for job in rows]
 
 
@@ -296,11 +297,11 @@ async def _window(session: Any, label: str, since: datetime, now: datetime) -> W
             t.currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
         )
         line["count"] += t.count
-        if t.status == "succeeded":
+        if t.status == PaymentStatus.SUCCEEDED:
             line["succeeded"] += t.count
             line["volume"] += t.amount
     for r in refunds:
-        if r.status == "succeeded":
+        if r.status == RefundStatus.SUCCEEDED:
             line = by_currency.setdefault(
                 r.currency, {"count": 0, "succeeded": 0, "volume": 0, "refunded": 0}
             )
@@ -316,8 +317,8 @@ async def _window(session: Any, label: str, since: datetime, now: datetime) -> W
         declines=await stats.declines(session, since=since),
         refunds=sum(r.count for r in refunds),
         attempts=sum(t.count for t in totals),
-        succeeded=sum(t.count for t in totals if t.status == "succeeded"),
-        failed=sum(t.count for t in totals if t.status == "failed"),
+        succeeded=sum(t.count for t in totals if t.status == PaymentStatus.SUCCEEDED),
+        failed=sum(t.count for t in totals if t.status == PaymentStatus.FAILED),
     )
 
 
@@ -361,7 +362,7 @@ async def overview(*, db: Database, now: datetime) -> Overview:
         buckets[hour.strftime("%Y-%m-%dT%H")] = [0, 0]
     for hour_key, status, count in per_hour:
         if hour_key in buckets:
-            buckets[hour_key][0 if status == "succeeded" else 1] += count
+            buckets[hour_key][0 if status == PaymentStatus.SUCCEEDED else 1] += count
     hours = [
         (datetime.strptime(k, "%Y-%m-%dT%H").replace(tzinfo=UTC), s, f)
         for k, (s, f) in buckets.items()
