@@ -10,14 +10,15 @@ from decimal import Decimal, InvalidOperation
 
 from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.domain import money
+from azora_payments.domain.statuses import PaymentStatus
 
 STATUSES = (
-    "succeeded",
-    "failed",
-    "requires_action",
-    "processing",
-    "requires_payment_method",
-    "canceled",
+    PaymentStatus.SUCCEEDED,
+    PaymentStatus.FAILED,
+    PaymentStatus.REQUIRES_ACTION,
+    PaymentStatus.PROCESSING,
+    PaymentStatus.REQUIRES_PAYMENT_METHOD,
+    PaymentStatus.CANCELED,
 )
 PAY_ID = re.compile(r"^pay_[0-9a-z]{26}$")
 INTENT_ID = re.compile(r"^pi_[A-Za-z0-9_]{1,250}$")

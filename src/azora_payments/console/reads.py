@@ -33,6 +33,7 @@ from azora_payments.db.repositories.payments import HistoryFilter
 from azora_payments.db.session import Database
 from azora_payments.domain import money
 from azora_payments.domain import refunds as refunds_domain
+from azora_payments.domain.statuses import JobStatus, PaymentStatus, RefundStatus
 from azora_payments.pagination import decode_cursor, encode_cursor
 
 PAGE_SIZE = 25
@@ -224,7 +225,7 @@ async def _payment_of_job(session: Any, payload: Any) -> str | None:
 
 async def dead_jobs(*, db: Database) -> list[JobRow]:
     async with db.read() as session:
-        rows = await jobs_repo.list_jobs(session, status="dead", limit=LIST_SIZE)
+        rows = await jobs_repo.list_jobs(session, status=JobStatus.DEAD, limit=LIST_SIZE)
         return [JobRow(job, await _payment_of_job(session, job.payload)) for job in rows]
 
 
@@ -304,11 +305,11 @@ def _window(
     for g in groups:
         line = line_of(g.currency)
         line["count"] += g.count
-        if g.status == "succeeded":
+        if g.status == PaymentStatus.SUCCEEDED:
             line["succeeded"] += g.count
             line["volume"] += g.amount
     for r in refunds:
-        if r.status == "succeeded":
+        if r.status == RefundStatus.SUCCEEDED:
             line_of(r.currency)["refunded"] += r.amount
     lines = [
         CurrencyLine(currency=c, **values)
@@ -321,8 +322,8 @@ def _window(
         declines=declines,
         refunds=sum(r.count for r in refunds),
         attempts=sum(g.count for g in groups),
-        succeeded=sum(g.count for g in groups if g.status == "succeeded"),
-        failed=sum(g.count for g in groups if g.status == "failed"),
+        succeeded=sum(g.count for g in groups if g.status == PaymentStatus.SUCCEEDED),
+        failed=sum(g.count for g in groups if g.status == PaymentStatus.FAILED),
     )
 
 
@@ -364,8 +365,8 @@ async def overview(*, db: Database, now: datetime) -> Overview:
         hour = first_hour + timedelta(hours=offset)
         buckets[hour.strftime("%Y-%m-%dT%H")] = [0, 0]
     for g in groups:
-        if g.hour in buckets and g.status in ("succeeded", "failed"):
-            buckets[g.hour][0 if g.status == "succeeded" else 1] += g.count
+        if g.hour in buckets and g.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+            buckets[g.hour][0 if g.status == PaymentStatus.SUCCEEDED else 1] += g.count
     hours = [
         (datetime.strptime(k, "%Y-%m-%dT%H").replace(tzinfo=UTC), s, f)
         for k, (s, f) in buckets.items()

@@ -36,6 +36,7 @@ from azora_payments.domain.flow_outcomes import Answer, SessionCreated, UnderWay
 from azora_payments.domain.idempotency import IdempotencyKeys, Stored, render, request_fingerprint
 from azora_payments.domain.payment_flow import PaymentRequest, process
 from azora_payments.domain.payments import UNSETTLED
+from azora_payments.domain.statuses import PaymentStatus
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import (
     CheckoutSessionComplete,
@@ -46,7 +47,7 @@ from azora_payments.errors import (
 from azora_payments.ids import new_secret_id
 from azora_payments.stripe_gateway import StripeGateway
 
-FAILED = ("failed", "canceled")
+FAILED = (PaymentStatus.FAILED, PaymentStatus.CANCELED)
 # The id is the customer's only credential on the checkout page: 160 random bits.
 ID_RANDOM_BITS = 160
 
@@ -195,7 +196,7 @@ async def pay(
     checkout, attempts = await load(db=keys.db, checkout_id=checkout_id)
     customer = customer_of(checkout)
     actor = audit.Actor(customer.id, request_id=origin.request_id, client_ip=origin.client_ip)
-    paid = next((p for p in attempts if p.status == "succeeded"), None)
+    paid = next((p for p in attempts if p.status == PaymentStatus.SUCCEEDED), None)
     if checkout.status == CheckoutStatus.COMPLETE or paid is not None:
         raise CheckoutSessionComplete(payment_id=checkout.payment_id or (paid.id if paid else None))
     under_way = next((p for p in attempts if p.status in UNSETTLED), None)
@@ -279,7 +280,7 @@ async def page_state(*, db: Database, checkout_id: str) -> PageState:
         if checkout is None:
             raise CheckoutSessionNotFound()
         attempts = await checkout_repo.attempts(session, checkout_id)
-        paid = next((p for p in attempts if p.status == "succeeded"), None)
+        paid = next((p for p in attempts if p.status == PaymentStatus.SUCCEEDED), None)
         latest = paid or (attempts[-1] if attempts else None)
         receipt = await receipts_repo.of_payment(session, paid.id) if paid else None
     return PageState(checkout=checkout, latest=latest, receipt_ready=receipt is not None)

@@ -17,9 +17,10 @@ from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.domain import audit
 from azora_payments.domain.flow_outcomes import Charged, PaymentGivenUp
 from azora_payments.domain.idempotency import render
+from azora_payments.domain.statuses import PaymentStatus
 from azora_payments.domain.views import payment_view
 
-GIVEN_UP = frozenset({"failed", "canceled"})
+GIVEN_UP = frozenset({PaymentStatus.FAILED, PaymentStatus.CANCELED})
 
 
 async def payment_answer(session: AsyncSession, payment: Payment) -> Charged | PaymentGivenUp:

@@ -22,6 +22,7 @@ from azora_payments.db.models import Notification, Payment, Receipt, Refund
 from azora_payments.db.repositories import notifications as notifications_repo
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
+from azora_payments.domain.statuses import PaymentStatus, RefundStatus
 from azora_payments.domain.views import payment_view, refund_view
 from azora_payments.ids import new_id
 from azora_payments.jobs import enqueue
@@ -30,13 +31,16 @@ from azora_payments.pagination import decode_cursor, encode_cursor
 DELIVER = "notification.deliver"
 SIGNATURE_HEADER = "Azora-Signature"
 
-PAYMENT_TYPES = {
-    "succeeded": "payment.succeeded",
-    "failed": "payment.failed",
-    "requires_action": "payment.requires_action",
-    "canceled": "payment.canceled",
+PAYMENT_TYPES: dict[str, str] = {
+    PaymentStatus.SUCCEEDED: "payment.succeeded",
+    PaymentStatus.FAILED: "payment.failed",
+    PaymentStatus.REQUIRES_ACTION: "payment.requires_action",
+    PaymentStatus.CANCELED: "payment.canceled",
 }
-REFUND_TYPES = {"succeeded": "refund.succeeded", "failed": "refund.failed"}
+REFUND_TYPES: dict[str, str] = {
+    RefundStatus.SUCCEEDED: "refund.succeeded",
+    RefundStatus.FAILED: "refund.failed",
+}
 
 
 async def tell(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.domain import checkout_state, final_answers, notifications, receipts
+from azora_payments.domain.statuses import PaymentStatus, RefundStatus
 from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
 
@@ -33,12 +34,12 @@ async def payment_status_changed(session: AsyncSession, payment: Payment, *, pre
         "payment status changed",
         extra=log_fields(payment_id=payment.id, previous=previous, status=payment.status),
     )
-    if payment.status == "succeeded":
+    if payment.status == PaymentStatus.SUCCEEDED:
         await receipts.enqueue_issue(session, payment)
         await checkout_state.payment_succeeded(session, payment)
         if previous in final_answers.GIVEN_UP:
             await final_answers.failure_overturned(session, payment, previous=previous)
-    if payment.status == "failed" and payment.stripe_payment_intent_id is not None:
+    if payment.status == PaymentStatus.FAILED and payment.stripe_payment_intent_id is not None:
         # Declined or given up: its intent must not be confirmed again with other cards.
         await enqueue(
             session,
@@ -73,7 +74,7 @@ async def refund_status_changed(
     await receipts.enqueue_render(
         session, payment_id=payment.id, cause=f"{refund.id}:{refund.status}"
     )
-    if refund.status == "succeeded":
+    if refund.status == RefundStatus.SUCCEEDED:
         # The customer is e-mailed once it succeeds (API.md, refunds).
         await enqueue(
             session,

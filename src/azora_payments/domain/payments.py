@@ -14,38 +14,43 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_payments.db.models import Payment
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, declines, outcomes
+from azora_payments.domain.statuses import UNSETTLED_PAYMENTS, PaymentStatus
 from azora_payments.logs import log_fields
 from azora_payments.stripe_gateway import PaymentError, StripeIntent
 
 logger = logging.getLogger(__name__)
 
-FINAL = frozenset({"succeeded", "failed", "canceled"})
-UNSETTLED = ("requires_payment_method", "requires_action", "processing")
+FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED})
+UNSETTLED = UNSETTLED_PAYMENTS
 
 # A status may only move to one of higher rank. `succeeded` outranks `failed` because money
 # taken is a fact: a payment Stripe reports succeeded (say, after the customer completed 3-D
 # Secure with another card) must show it, whatever failure was seen before.
-_RANK = {
-    "requires_payment_method": 0,
-    "requires_action": 1,
-    "processing": 2,
-    "canceled": 3,
-    "failed": 3,
-    "succeeded": 4,
+_RANK: dict[str, int] = {
+    PaymentStatus.REQUIRES_PAYMENT_METHOD: 0,
+    PaymentStatus.REQUIRES_ACTION: 1,
+    PaymentStatus.PROCESSING: 2,
+    PaymentStatus.CANCELED: 3,
+    PaymentStatus.FAILED: 3,
+    PaymentStatus.SUCCEEDED: 4,
 }
 
 
-def status_of(intent: StripeIntent) -> str:
+def status_of(intent: StripeIntent) -> PaymentStatus:
+    """Our status for a PaymentIntent in Stripe's (a failed attempt leaves Stripe's intent at
+    `requires_payment_method` with a `last_payment_error`)."""
     if intent.status == "succeeded":
-        return "succeeded"
+        return PaymentStatus.SUCCEEDED
     if intent.status == "canceled":
-        return "canceled"
+        return PaymentStatus.CANCELED
     if intent.status == "requires_action":
-        return "requires_action"
+        return PaymentStatus.REQUIRES_ACTION
     if intent.status == "requires_payment_method":
-        return "failed" if intent.last_payment_error is not None else "requires_payment_method"
+        if intent.last_payment_error is not None:
+            return PaymentStatus.FAILED
+        return PaymentStatus.REQUIRES_PAYMENT_METHOD
     # processing, requires_confirmation, requires_capture: Stripe is still at it.
-    return "processing"
+    return PaymentStatus.PROCESSING
 
 
 def rank(status: str) -> int:
@@ -56,7 +61,7 @@ def rank(status: str) -> int:
 def may_move(current: str, new: str) -> bool:
     if current == new:
         return False
-    if current in FINAL and new != "succeeded":
+    if current in FINAL and new != PaymentStatus.SUCCEEDED:
         return False
     return _RANK[new] > _RANK[current]
 
@@ -121,7 +126,7 @@ async def apply_intent(
         payment.stripe_charge_id = intent.latest_charge
     new = status_of(intent)
     error = failure or intent.last_payment_error
-    if new == "failed" and error is not None:
+    if new == PaymentStatus.FAILED and error is not None:
         # Every decline counts against the limits, also one of a payment already failed (a
         # card tried again in Stripe.js); each failed charge once.
         await declines.record(session, payment, error)
@@ -129,12 +134,12 @@ async def apply_intent(
         return False
     previous = payment.status
     payment.status = new
-    payment.client_secret = intent.client_secret if new == "requires_action" else None
+    payment.client_secret = intent.client_secret if new == PaymentStatus.REQUIRES_ACTION else None
     details: dict[str, str | None] = {"from": previous, "stripe_payment_intent_id": intent.id}
-    if new == "failed" and error is not None:
+    if new == PaymentStatus.FAILED and error is not None:
         _set_failure(payment, error)
         details |= _failure_details(payment)
-    elif new == "succeeded":
+    elif new == PaymentStatus.SUCCEEDED:
         _set_failure(payment, None)
     payment.updated_at = utcnow()
     audit.record(
@@ -157,10 +162,10 @@ async def mark_failed(
 ) -> bool:
     """A decline told by Stripe's error answer rather than by an intent snapshot."""
     await declines.record(session, payment, error)
-    if not may_move(payment.status, "failed"):
+    if not may_move(payment.status, PaymentStatus.FAILED):
         return False
     previous = payment.status
-    payment.status = "failed"
+    payment.status = PaymentStatus.FAILED
     payment.client_secret = None
     _set_failure(payment, error)
     payment.updated_at = utcnow()

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from azora_payments.domain.formatting import Formatter
+from azora_payments.domain.statuses import RefundStatus
 
 __all__ = [
     "MARK_COLOURS",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 # Refunds that take money back (or will): listed and counted in the net amount.
-SHOWN_REFUNDS = ("succeeded", "pending")
+SHOWN_REFUNDS = (RefundStatus.SUCCEEDED, RefundStatus.PENDING)
 
 
 class RefundMark(StrEnum):
@@ -146,7 +147,7 @@ def content_of(doc: ReceiptDocument) -> ReceiptContent:
     amount = fmt.amount(doc.amount, doc.currency)
     summary = [Row("Amount paid", amount, strong=not doc.refunds)]
     for refund in doc.refunds:
-        pending = "" if refund.status == "succeeded" else " (pending)"
+        pending = "" if refund.status == RefundStatus.SUCCEEDED else " (pending)"
         summary.append(
             Row(
                 f"Refund, {fmt.date(refund.created_at)}{pending}",

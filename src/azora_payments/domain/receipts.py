@@ -28,6 +28,7 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit
 from azora_payments.domain.audit import Actor
 from azora_payments.domain.receipt_content import SHOWN_REFUNDS, ReceiptDocument, RefundLine
+from azora_payments.domain.statuses import PaymentStatus
 from azora_payments.errors import Forbidden, PaymentNotFound, RateLimited, ReceiptNotReady
 from azora_payments.ids import new_id
 from azora_payments.jobs.queue import enqueue
@@ -71,7 +72,7 @@ async def issue(
     finds the first's receipt before it takes a number: no number is taken in vain.
     """
     payment = await payments_repo.get(session, payment_id, for_update=True)
-    if payment is None or payment.status != "succeeded":
+    if payment is None or payment.status != PaymentStatus.SUCCEEDED:
         return None
     existing = await receipts_repo.of_payment(session, payment_id)
     if existing is not None:

@@ -26,6 +26,7 @@ from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, refund_flow, refunds
 from azora_payments.domain.flow_outcomes import Answer, Refunded
 from azora_payments.domain.idempotency import IdempotencyKeys, request_fingerprint
+from azora_payments.domain.statuses import PaymentStatus
 from azora_payments.errors import (
     AmountExceedsRefundable,
     Conflict,
@@ -81,7 +82,7 @@ async def request_approval(
     payment = await payments_repo.get(session, request.payment_id, for_update=True)
     if payment is None:
         raise PaymentNotFound()
-    if payment.status != "succeeded":
+    if payment.status != PaymentStatus.SUCCEEDED:
         raise PaymentNotRefundable(payment_id=payment.id)
     existing = await console_repo.approval_by_key(session, request_key)
     if existing is not None:

@@ -19,14 +19,21 @@ from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import refunds as refunds_repo
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, outcomes
+from azora_payments.domain.statuses import RefundStatus
 from azora_payments.ids import new_id
 from azora_payments.stripe_gateway import StripeRefund
 
 # What cannot be refunded again: `amount_refunded`'s refunds, and those waiting on the customer.
-COUNTED = ("pending", "requires_action", "succeeded")
-_REFUND_RANK = {"pending": 0, "requires_action": 1, "succeeded": 2, "failed": 3, "canceled": 3}
+COUNTED = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED)
+_REFUND_RANK: dict[str, int] = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.REQUIRES_ACTION: 1,
+    RefundStatus.SUCCEEDED: 2,
+    RefundStatus.FAILED: 3,
+    RefundStatus.CANCELED: 3,
+}
 # What `amount_refunded` counts, as Stripe does: money that is or will be returned.
-COUNTED_REFUNDS = frozenset({"pending", "succeeded"})
+COUNTED_REFUNDS = frozenset({RefundStatus.PENDING, RefundStatus.SUCCEEDED})
 
 
 def refundable(payment: Payment, refunds: list[Refund]) -> int:
@@ -36,10 +43,10 @@ def refundable(payment: Payment, refunds: list[Refund]) -> int:
 
 async def fail(session: AsyncSession, payment: Payment, row: Refund, code: str) -> None:
     """The refund failed (Stripe's `code`): it stops counting; audited and told once."""
-    if row.status == "failed":
+    if row.status == RefundStatus.FAILED:
         return
     previous = row.status
-    row.status = "failed"
+    row.status = RefundStatus.FAILED
     row.failure_reason = code
     row.updated_at = utcnow()
     await session.flush()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from azora_payments.db.models import AuditRecord, Payment, Receipt, Refund
+from azora_payments.domain.statuses import PaymentStatus
 
 
 def refund_view(refund: Refund) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def payment_view(
             "exp_year": payment.card_exp_year,
         }
     failure = None
-    if payment.status == "failed" and (payment.failure_code or payment.failure_message):
+    if payment.status == PaymentStatus.FAILED and (payment.failure_code or payment.failure_message):
         failure = {
             "code": payment.failure_code,
             "decline_code": payment.failure_decline_code,
@@ -56,7 +57,9 @@ def payment_view(
         "metadata": dict(payment.metadata_ or {}),
         "payment_method": card,
         "stripe_payment_intent_id": payment.stripe_payment_intent_id,
-        "client_secret": payment.client_secret if payment.status == "requires_action" else None,
+        "client_secret": payment.client_secret
+        if payment.status == PaymentStatus.REQUIRES_ACTION
+        else None,
         "failure": failure,
         "receipt": {"id": receipt.id, "number": receipt.number} if receipt else None,
         "refunds": [refund_view(r) for r in refunds],

@@ -17,6 +17,7 @@ from azora_payments.domain import audit, receipts
 from azora_payments.domain.formatting import Formatter
 from azora_payments.domain.outcomes import REFUND_EMAIL
 from azora_payments.domain.receipt_content import content_of
+from azora_payments.domain.statuses import RefundStatus
 from azora_payments.jobs.facts import record_fact
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
@@ -32,7 +33,11 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
     refund_id = str(payload["refund_id"])
     async with services.db.read() as session:
         refund = await refunds_repo.get(session, refund_id)
-        if refund is None or refund.emailed_at is not None or refund.status != "succeeded":
+        if (
+            refund is None
+            or refund.emailed_at is not None
+            or refund.status != RefundStatus.SUCCEEDED
+        ):
             return
         payment = await payments_repo.get(session, refund.payment_id)
         assert payment is not None

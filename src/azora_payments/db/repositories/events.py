@@ -11,15 +11,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job, Payment, SyncCursor, WebhookEvent
-from azora_payments.db.repositories.jobs import DEAD
 from azora_payments.db.repositories.rows import one
 from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import utcnow
+from azora_payments.domain.statuses import EventStatus, JobStatus
 
-RECEIVED = "received"
-APPLIED = "applied"
-IGNORED = "ignored"
-PARKED = "parked"
+RECEIVED = EventStatus.RECEIVED
+APPLIED = EventStatus.APPLIED
+IGNORED = EventStatus.IGNORED
+PARKED = EventStatus.PARKED
 STATUSES = (RECEIVED, APPLIED, IGNORED, PARKED)
 # Nothing more to do for these: a redelivery or a replay finds them and stops.
 SETTLED = frozenset({APPLIED, IGNORED})
@@ -95,7 +95,7 @@ async def note_failure(
 async def park_where_job_dead(session: AsyncSession, *, apply_kind: str) -> Sequence[str]:
     """Events still `received` whose apply job is dead without the handler having parked them
     (its lease ran out on the last attempt): park them so operators see them."""
-    dead = select(Job.unique_key).where(Job.kind == apply_kind, Job.status == DEAD)
+    dead = select(Job.unique_key).where(Job.kind == apply_kind, Job.status == JobStatus.DEAD)
     ids = (
         await session.scalars(
             select(WebhookEvent.id).where(

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_payments.db.models import Job
 from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import UTCDateTime
+from azora_payments.domain.statuses import JobStatus
 
 READY = "ready"
 RUNNING = "running"
@@ -482,9 +483,9 @@ async def rearm(session: AsyncSession, *, unique_key: str, now: datetime) -> boo
     False when there is none (the caller enqueues a new one) or it is still queued/running."""
     result: Any = await session.execute(
         update(Job)
-        .where(Job.unique_key == unique_key, Job.status.in_((DONE, DEAD)))
+        .where(Job.unique_key == unique_key, Job.status.in_((JobStatus.DONE, JobStatus.DEAD)))
         .values(
-            status=READY,
+            status=JobStatus.READY,
             attempts=0,
             run_at=now,
             finished_at=None,

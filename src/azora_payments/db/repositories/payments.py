@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Receipt, Refund
 from azora_payments.db.repositories.rows import one
+from azora_payments.domain.statuses import UNSETTLED_PAYMENTS, PaymentStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ async def stale_unsettled(
     query = (
         select(Payment)
         .where(
-            Payment.status.in_(("requires_payment_method", "requires_action", "processing")),
+            Payment.status.in_(UNSETTLED_PAYMENTS),
             Payment.updated_at < older_than,
             or_(Payment.reconciled_at.is_(None), Payment.reconciled_at < older_than),
         )
@@ -125,7 +126,7 @@ async def waiting_for_action_since(
     """Payments left in `requires_action` since before `before`, the oldest first."""
     query = (
         select(Payment.id)
-        .where(Payment.status == "requires_action", Payment.updated_at < before)
+        .where(Payment.status == PaymentStatus.REQUIRES_ACTION, Payment.updated_at < before)
         .order_by(Payment.updated_at)
         .limit(limit)
     )

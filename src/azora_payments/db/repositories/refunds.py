@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Refund
+from azora_payments.domain.statuses import RefundStatus
 
 # Refunds Stripe may still move on its own (pending ones settle, succeeded ones may still fail,
 # but those are told by events; a stale pending one is what reconciliation re-reads).
-UNSETTLED = ("pending", "requires_action")
+UNSETTLED = (RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION)
 
 
 async def get(session: AsyncSession, refund_id: str) -> Refund | None:
@@ -54,7 +55,7 @@ async def unanswered(session: AsyncSession, *, older_than: datetime, limit: int)
     query = (
         select(Refund.id)
         .where(
-            Refund.status == "pending",
+            Refund.status == RefundStatus.PENDING,
             Refund.stripe_refund_id.is_(None),
             Refund.updated_at < older_than,
         )

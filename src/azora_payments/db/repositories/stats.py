@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job, Payment, Refund, RefundApproval, WebhookEvent
 from azora_payments.db.repositories import events, jobs
+from azora_payments.domain.statuses import PaymentStatus
 
 FINAL_DISPUTE_STATUSES = ("won", "lost", "warning_closed")
 
@@ -79,7 +80,7 @@ async def declines(
     reason = func.coalesce(Payment.failure_decline_code, Payment.failure_code, "unknown")
     query = (
         select(reason, func.count())
-        .where(Payment.status == "failed", Payment.created_at >= since)
+        .where(Payment.status == PaymentStatus.FAILED, Payment.created_at >= since)
         .group_by(reason)
         .order_by(func.count().desc(), reason)
         .limit(limit)
