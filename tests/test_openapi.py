@@ -66,6 +66,12 @@ def test_every_answer_is_documented(tmp_path: Path) -> None:
     for name in OBJECTS:
         assert components[name].get("additionalProperties") is False, name
 
+    # What the product's backend receives at NOTIFY_URL is documented too.
+    delivery = schema["webhooks"]["notification"]["post"]
+    posted = delivery["requestBody"]["content"]["application/json"]["schema"]
+    assert posted == {"$ref": "#/components/schemas/Notification"}
+    assert [p["name"] for p in delivery["parameters"]] == ["Azora-Signature"]
+
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             where = f"{method.upper()} {path}"

@@ -1,6 +1,8 @@
 """Schemathesis over `/openapi.json` against a real `azora-payments serve` process (wired to the
 Stripe emulator), authenticated as a customer and as an operator: whatever it generates, the
-service never answers 5xx, and every error is an RFC 9457 problem+json (tests/fuzz_checks.py).
+service never answers 5xx, every error is an RFC 9457 problem+json (tests/fuzz_checks.py), and
+every answer has a media type and a body that the schema documents for its operation and status
+(schemathesis's response_schema_conformance and content_type_conformance).
 
 Small and reproducible for CI: a fixed seed and AZORA_FUZZ_EXAMPLES examples per operation (10
 by default; about a minute on a quiet machine). `bench/fuzz_bench.py` runs it with a larger
