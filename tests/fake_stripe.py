@@ -82,15 +82,15 @@ class FakeStripeGateway:
             fingerprint = hashlib.sha256(number.encode()).hexdigest()[:16]
             card = Card(brand=brand, last4=number[-4:], exp_month=12, exp_year=2034,
                         fingerprint=fingerprint)  # fmt: skip
-            method = StripePaymentMethod(
+            made = StripePaymentMethod(
                 id=self._id("pm"), type="card", customer=None, card=card, created=self.now
             )
-            self._methods[method.id] = method
-            return method
-        method = self._methods.get(payment_method_id)
-        if method is None:
+            self._methods[made.id] = made
+            return made
+        known = self._methods.get(payment_method_id)
+        if known is None:
             raise StripeRejected(stripe_code="resource_missing", param="id", http_status=404)
-        return method
+        return known
 
     async def attach_payment_method(
         self, *, payment_method_id: str, customer_id: str
