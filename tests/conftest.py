@@ -169,12 +169,18 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
 @contextlib.asynccontextmanager
 async def asgi_client(
-    settings: Settings, services: Services, *, client_addr: tuple[str, int] = ("203.0.113.7", 4321)
+    settings: Settings,
+    services: Services,
+    *,
+    client_addr: tuple[str, int] = ("203.0.113.7", 4321),
+    app: Any = None,
+    base_url: str = "http://testserver",
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on the app over ASGI (no network), as if from `client_addr`."""
-    app = create_app(settings, services=services)
-    transport = httpx.ASGITransport(app=app, client=client_addr)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    """An httpx client over ASGI (no network), as if from `client_addr`, on the app built from
+    `settings` and `services` (or on `app`, e.g. one a test added routes to)."""
+    application = app if app is not None else create_app(settings, services=services)
+    transport = httpx.ASGITransport(app=application, client=client_addr)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
         yield http
 
 

@@ -10,14 +10,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import Request
 
 from azora_payments.app import create_app
 from azora_payments.logs import JsonFormatter, configure_logging, log_fields, request_id_var, scrub
 from azora_payments.services import Services
-from tests.conftest import JWT_SECRET, bearer, make_token
+from tests.conftest import JWT_SECRET, asgi_client, bearer, make_token
 
 
 @pytest.fixture
@@ -191,8 +190,7 @@ async def test_requests_leave_no_token_or_email_in_logs(
         # The worst case: an exception message built from the request.
         raise RuntimeError(f"failed for {email} with {request.headers['authorization']}")
 
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with asgi_client(settings, services, app=app, base_url="http://t") as http:
         ok = await http.get(f"/api/audit?actor={email}", headers=bearer(token))
         assert ok.status_code == 200
         assert (await http.get("/api/audit?limit=0", headers=bearer(token))).status_code == 422

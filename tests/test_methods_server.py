@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,26 +9,14 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
-from tests.conftest import bearer, free_port, make_token, server_env, unique_user, wait_http
+from tests.conftest import bearer, make_token, server_env, unique_user
+from tests.processes import start_server
 
 
 @pytest.fixture
 def server(stripe_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-        env=server_env(stripe_settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with start_server(server_env(stripe_settings), tmp_path / "server.log") as process:
+        yield process.url
 
 
 def test_save_list_delete_over_http(server: str) -> None:

@@ -19,7 +19,7 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.errors import CardError, ServiceUnavailable
 from azora_payments.services import Services
-from tests.conftest import make_settings
+from tests.conftest import asgi_client, make_settings
 
 LIMIT = 2048
 SECRET_IN_EXCEPTION = "sk_live_" + "leakedkey0123456789"
@@ -87,8 +87,7 @@ def add_test_routes(app: FastAPI) -> None:
 async def http(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, services=services)
     add_test_routes(app)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(settings, services, app=app) as client:
         yield client
 
 

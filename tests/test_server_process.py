@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
-from tests.conftest import bearer, free_port, make_settings, make_token, server_env, wait_http
+from tests.conftest import bearer, free_port, make_settings, make_token, server_env
+from tests.processes import start_server
 
 COMMAND = [sys.executable, "-m", "azora_payments.cli"]
 
@@ -46,26 +47,15 @@ def migrated_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def server(migrated_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*COMMAND, "serve", "--port", str(port)],
-        env=server_env(migrated_settings),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_server(server_env(migrated_settings), tmp_path / "server.log", cwd=tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/healthz", proc=proc)
-        yield base
+        yield process.url
     finally:
-        stop(proc)
-        output = proc.stdout.read() if proc.stdout else ""
-        proc.stdout and proc.stdout.close()
+        returncode = process.stop(grace=15)
+        output = process.output()
         # A clean shutdown on SIGTERM (uvicorn re-raises the signal once it has shut down),
         # and nothing that looks like a traceback or a token in its output.
-        assert proc.returncode in (0, -signal.SIGTERM), output
+        assert returncode in (0, -signal.SIGTERM), output
         assert "Traceback" not in output
         assert "eyJ" not in output
 
