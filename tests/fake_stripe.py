@@ -63,7 +63,7 @@ class FakeStripeGateway:
         return self._defaults[self._customer(customer_id)]
 
     async def set_default_payment_method(
-        self, *, customer_id: str, payment_method_id: str | None, idempotency_key: str
+        self, *, customer_id: str, payment_method_id: str, version: int
     ) -> None:
         self._customer(customer_id)
         if payment_method_id:
@@ -101,7 +101,9 @@ class FakeStripeGateway:
         self._methods[attached.id] = attached
         return attached
 
-    async def detach_payment_method(self, *, payment_method_id: str, idempotency_key: str) -> None:
+    async def detach_payment_method(
+        self, *, payment_method_id: str, customer_id: str | None
+    ) -> None:
         method = await self.retrieve_payment_method(payment_method_id)
         if method.customer is None:
             raise StripeRejected(

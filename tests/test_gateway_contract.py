@@ -3,7 +3,6 @@ the emulator through the real gateway, and must pass on both."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,11 @@ async def test_attach_default_detach(gateway: Any) -> None:
     )
     assert (attached.id, attached.customer) == (method.id, customer)
     assert (await gateway.retrieve_payment_method(method.id)).customer == customer
-    key = uuid.uuid4().hex
     await gateway.set_default_payment_method(
-        customer_id=customer, payment_method_id=method.id, idempotency_key=key
+        customer_id=customer, payment_method_id=method.id, version=1
     )
     assert await gateway.default_payment_method(customer) == method.id
-    await gateway.detach_payment_method(payment_method_id=method.id, idempotency_key=key + "d")
+    await gateway.detach_payment_method(payment_method_id=method.id, customer_id=customer)
     assert (await gateway.retrieve_payment_method(method.id)).customer is None
     # Stripe clears a detached method from the customer's default.
     assert await gateway.default_payment_method(customer) is None
@@ -87,12 +85,10 @@ async def test_refusals(gateway: Any) -> None:
     customer = await gateway.create_customer(user_id=unique_user(), email=None, name=None)
     loose = await gateway.retrieve_payment_method("pm_card_visa")
     with pytest.raises(StripeRejected) as not_attached:
-        await gateway.detach_payment_method(
-            payment_method_id=loose.id, idempotency_key=uuid.uuid4().hex
-        )
+        await gateway.detach_payment_method(payment_method_id=loose.id, customer_id=None)
     assert not_attached.value.stripe_code == "payment_method_unexpected_state"
     with pytest.raises(StripeRejected) as foreign_default:
         await gateway.set_default_payment_method(
-            customer_id=customer, payment_method_id=loose.id, idempotency_key=uuid.uuid4().hex
+            customer_id=customer, payment_method_id=loose.id, version=1
         )
     assert foreign_default.value.stripe_code == "resource_missing"

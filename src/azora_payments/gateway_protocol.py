@@ -32,7 +32,7 @@ class StripeGateway(Protocol):
     async def default_payment_method(self, customer_id: str) -> str | None: ...
 
     async def set_default_payment_method(
-        self, *, customer_id: str, payment_method_id: str | None, idempotency_key: str
+        self, *, customer_id: str, payment_method_id: str, version: int
     ) -> None: ...
 
     async def retrieve_payment_method(self, payment_method_id: str) -> StripePaymentMethod: ...
@@ -42,7 +42,7 @@ class StripeGateway(Protocol):
     ) -> StripePaymentMethod: ...
 
     async def detach_payment_method(
-        self, *, payment_method_id: str, idempotency_key: str
+        self, *, payment_method_id: str, customer_id: str | None
     ) -> None: ...
 
     async def create_payment_intent(
@@ -57,14 +57,11 @@ class StripeGateway(Protocol):
         description: str | None,
         metadata: dict[str, str],
         save_payment_method: bool,
-        idempotency_key: str,
     ) -> StripeIntent: ...
 
     async def retrieve_payment_intent(self, intent_id: str) -> StripeIntent: ...
 
-    async def cancel_payment_intent(
-        self, intent_id: str, *, reason: str, idempotency_key: str
-    ) -> StripeIntent: ...
+    async def cancel_payment_intent(self, intent_id: str, *, reason: str) -> StripeIntent: ...
 
     async def search_payment_intents(self, payment_id: str) -> list[StripeIntent]: ...
 
@@ -83,7 +80,6 @@ class StripeGateway(Protocol):
         payment_intent_id: str,
         amount: int,
         reason: str | None,
-        idempotency_key: str,
     ) -> StripeRefund: ...
 
     async def list_refunds(self, payment_intent_id: str) -> list[StripeRefund]: ...
