@@ -202,6 +202,10 @@ class Database:
             # and saves their two round trips.
             read_engine = read_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._read_sessions = async_sessionmaker(read_engine, expire_on_commit=False)
+        self._single_sessions: async_sessionmaker[AsyncSession] | None = None
+        if self.engine.dialect.name == "postgresql" and pooler == "none":
+            single = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._single_sessions = async_sessionmaker(single, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -211,24 +215,32 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed when the block ends, rolled back on error.
         A database that cannot be reached raises `DatabaseUnavailable` (a 503, retryable)."""
-        try:
-            async with self.sessions() as session, session.begin():
-                yield session
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
+        async with _begun(self.sessions) as session:
+            yield session
+
+    @asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncSession]:
+        """A session for one statement that commits by itself: on PostgreSQL (not through a
+        pooler) in autocommit, which saves BEGIN and COMMIT; elsewhere a transaction."""
+        async with _begun(self._single_sessions or self.sessions) as session:
+            yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading only: on SQLite it does not take the write lock."""
-        try:
-            async with self._read_sessions() as session, session.begin():
-                yield session
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable() from exc
-            raise
+        async with _begun(self._read_sessions) as session:
+            yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _begun(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    try:
+        async with sessions() as session, session.begin():
+            yield session
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable() from exc
+        raise

@@ -36,7 +36,8 @@ from azora_payments.domain.methods import settle_payment_method
 from azora_payments.domain.payments import intent_mismatch, refuse_mismatch, settle_intent
 from azora_payments.domain.refunds import settle_refund
 from azora_payments.errors import InternalError, InvalidSignature
-from azora_payments.jobs.queue import enqueue
+from azora_payments.jobs.queue import enqueue, kind_named
+from azora_payments.jobs.registry import JobKind
 from azora_payments.logs import log_fields
 from azora_payments.metrics import WEBHOOK_EVENTS
 from azora_payments.stripe_gateway import (
@@ -82,8 +83,19 @@ async def ingest(
         logger.info("stripe event ignored: livemode mismatch", extra=log_fields(event=event_id))
         return "ignored_livemode"
     try:
-        async with db.transaction() as session:
-            recorded = await record_event(session, event, source="webhook")
+        if db.dialect == "postgresql":
+            # One statement, event and job, committed alone: one round trip, no unit of work.
+            async with db.single_statement() as session:
+                recorded = await events_repo.record_with_job(
+                    session,
+                    _event_values(event, source="webhook", now=utcnow()),
+                    payload_json=payload.decode("utf-8"),
+                    job_kind=APPLY_KIND,
+                    max_attempts=_apply_kind().max_attempts,
+                )
+        else:
+            async with db.transaction() as session:
+                recorded = await record_event(session, event, source="webhook")
     except Exception:
         # Not recorded means not acknowledged: a 500 makes Stripe deliver it again.
         WEBHOOK_EVENTS.labels(event_type, "record_failed").inc()
@@ -97,29 +109,36 @@ async def ingest(
 async def record_event(session: AsyncSession, event: dict[str, Any], *, source: str) -> bool:
     """Record `event` and queue its apply job in the caller's transaction; False when its id was
     already recorded (a duplicate: nothing queued)."""
-    obj = _object(event)
-    now = utcnow()
-    inserted = await events_repo.insert(
-        session,
-        {
-            "id": event["id"],
-            "type": str(event["type"])[:64],
-            "livemode": bool(event.get("livemode")),
-            "api_version": _str(event.get("api_version"), 32),
-            "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
-            "object_id": _str(obj.get("id"), 255),
-            "payload": event,
-            "status": events_repo.RECEIVED,
-            "attempts": 0,
-            "source": source,
-            "received_at": now,
-        },
-    )
+    inserted = await events_repo.insert(session, _event_values(event, source=source, now=utcnow()))
     if inserted:
         await enqueue(
             session, kind=APPLY_KIND, payload={"event_id": event["id"]}, unique_key=event["id"]
         )
     return inserted
+
+
+def _event_values(event: dict[str, Any], *, source: str, now: datetime) -> dict[str, Any]:
+    """The `webhook_events` row of a verified event."""
+    obj = _object(event)
+    return {
+        "id": event["id"],
+        "type": str(event["type"])[:64],
+        "livemode": bool(event.get("livemode")),
+        "api_version": _str(event.get("api_version"), 32),
+        "stripe_created": datetime.fromtimestamp(int(event.get("created") or 0), UTC),
+        "object_id": _str(obj.get("id"), 255),
+        "payload": event,
+        "status": events_repo.RECEIVED,
+        "attempts": 0,
+        "source": source,
+        "received_at": now,
+    }
+
+
+def _apply_kind() -> JobKind:
+    # The kind's settings (attempts) as `enqueue` would find them; its module may be unimported
+    # in a server process, so it is looked up as `enqueue` does.
+    return kind_named(APPLY_KIND)
 
 
 # ------------------------------------------------------------------ apply
@@ -138,27 +157,49 @@ async def apply_recorded(db: Database, event_id: str) -> Applied | None:
     """Apply a recorded event, once: its effects and its `applied` mark commit together, and an
     event already applied (or ignored) is left alone. None when no such event is recorded."""
     async with db.transaction() as session:
-        row = await events_repo.get(session, event_id, for_update=True)
-        if row is None:
-            logger.warning(
-                "stripe event to apply is not recorded", extra=log_fields(event=event_id)
-            )
-            return None
-        if row.status in events_repo.SETTLED:
-            return Applied(row.status, reason="already done")
-        result = await apply_event(session, row.payload)
-        row.status = result.status
-        row.attempts += 1
-        row.applied_at = utcnow()
-        row.last_error = None
-        event_type = row.type
-    WEBHOOK_EVENTS.labels(event_type, result.status).inc()
-    if result.status == events_repo.IGNORED:
+        done = await apply_recorded_in(session, event_id)
+    if done is None:
+        return None
+    report_applied(done)
+    return done.result
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """What `apply_recorded_in` did to one event; `report_applied` it once it committed."""
+
+    event_id: str
+    event_type: str | None  # None: it was applied (or ignored) before, nothing to report
+    result: Applied
+
+
+async def apply_recorded_in(session: AsyncSession, event_id: str) -> AppliedEvent | None:
+    """`apply_recorded`'s work in the caller's transaction (the worker applies a batch of
+    events in one); None when no such event is recorded."""
+    row = await events_repo.get(session, event_id, for_update=True)
+    if row is None:
+        logger.warning("stripe event to apply is not recorded", extra=log_fields(event=event_id))
+        return None
+    if row.status in events_repo.SETTLED:
+        return AppliedEvent(event_id, None, Applied(row.status, reason="already done"))
+    result = await apply_event(session, row.payload)
+    row.status = result.status
+    row.attempts += 1
+    row.applied_at = utcnow()
+    row.last_error = None
+    return AppliedEvent(event_id, row.type, result)
+
+
+def report_applied(done: AppliedEvent) -> None:
+    """Count and log an event applied by a transaction that committed."""
+    if done.event_type is None:
+        return
+    WEBHOOK_EVENTS.labels(done.event_type, done.result.status).inc()
+    if done.result.status == events_repo.IGNORED:
         logger.info(
             "stripe event ignored",
-            extra=log_fields(event=event_id, type=event_type, reason=result.reason),
+            extra=log_fields(event=done.event_id, type=done.event_type, reason=done.result.reason),
         )
-    return result
 
 
 async def note_failure(db: Database, event_id: str, *, error: str, park: bool) -> None:

@@ -88,6 +88,11 @@ async def refresh_gauges(db: Database, *, known: Iterable[str] = ()) -> set[str]
     return names
 
 
+def kind_named(name: str) -> JobKind:
+    """The registered kind `name`, importing the kind modules once if it is not known yet."""
+    return _kind(name)
+
+
 def _kind(name: str) -> JobKind:
     found = find_kind(name)
     if found is not None:

@@ -10,11 +10,13 @@ import importlib
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from azora_payments.services import Services
 
 DEFAULT_MODULES = ("azora_payments.jobs.kinds",)
@@ -47,6 +49,11 @@ class JobContext:
 
 
 Handler = Callable[[JobContext, dict[str, Any]], Awaitable[None]]
+AfterCommit = Callable[[], Awaitable[None]]
+# Runs several jobs of one kind in the worker's transaction, which also records them done; what
+# it returns runs once that transaction committed. Any error rolls the whole batch back, and
+# each job then runs alone through `handler`, with its own failure and retry.
+BatchHandler = Callable[["Services", "AsyncSession", list[dict[str, Any]]], Awaitable[AfterCommit]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,7 @@ class JobKind:
     backoff_base: float = DEFAULT_BACKOFF_BASE
     backoff_cap: float = DEFAULT_BACKOFF_CAP
     every: timedelta | None = None
+    batch: BatchHandler | None = None
 
     @property
     def is_scheduled(self) -> bool:
@@ -152,6 +160,20 @@ def scheduled_job(
 
     def decorate(handler: Handler) -> Handler:
         register(JobKind(name, handler, max_attempts, timeout, backoff_base, backoff_cap, every))
+        return handler
+
+    return decorate
+
+
+def batch_handler(name: str) -> Callable[[BatchHandler], BatchHandler]:
+    """Give the kind `name` (registered already) a way to run many of its jobs in one
+    transaction (`BatchHandler`): for short jobs whose cost is mostly their transactions."""
+
+    def decorate(handler: BatchHandler) -> BatchHandler:
+        kind = get_kind(name)
+        if kind.is_scheduled:
+            raise ValueError("a scheduled kind runs one job at a time")
+        _KINDS[name] = replace(kind, batch=handler)
         return handler
 
     return decorate

@@ -20,7 +20,7 @@ import secrets
 import signal
 import socket
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -97,7 +97,8 @@ class Worker:
         self._kinds = dict(kinds) if kinds is not None else None
         self.worker_id = worker_id or default_worker_id()
         self._rng = rng or random.Random()
-        self._inflight: dict[asyncio.Task[None], ClaimedJob] = {}
+        # Each task runs one job, or a batch of one kind's jobs (`JobKind.batch`).
+        self._inflight: dict[asyncio.Task[None], list[ClaimedJob]] = {}
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._seen_kinds: set[str] = set()
@@ -124,7 +125,9 @@ class Worker:
     async def run(self) -> None:
         kinds = self.kinds
         lease = timedelta(seconds=self.options.lease_seconds)
-        leases = dict.fromkeys(kinds, lease)
+        # Kinds that run in batches are claimed apart, a batch a slot; the others a job a slot.
+        leases = {name: lease for name, kind in kinds.items() if kind.batch is None}
+        batch_leases = {name: lease for name, kind in kinds.items() if kind.batch is not None}
         logger.info(
             "worker started",
             extra=log_fields(
@@ -152,10 +155,14 @@ class Worker:
                         await self._refresh_gauges(kinds)
                         due["metrics"] = now + self.options.metrics_seconds
                     free = self.options.concurrency - len(self._inflight)
+                    asked_batch = self.options.batch_size if batch_leases and free > 0 else 0
+                    batch = await self._claim(batch_leases, asked_batch) if asked_batch else []
+                    if batch:
+                        free -= 1
                     # Claim in batches: wait for a few slots to free rather than pay a claim
                     # for every finished job — unless nothing is running.
-                    refill = free >= self._refill or not self._inflight
-                    asked = min(free, self.options.batch_size) if refill else 0
+                    refill = free >= self._refill or not (self._inflight or batch)
+                    asked = min(free, self.options.batch_size) if refill and leases else 0
                     claimed = await self._claim(leases, asked) if asked > 0 else []
                     failures = 0
                     self._database_answered()
@@ -167,15 +174,23 @@ class Worker:
                     )
                     await self._sleep(min(30.0, self.options.poll_seconds * 2**failures))
                     continue
+                for group in _by_kind(batch):
+                    self._start(self._run_batch(kinds[group[0].kind], group), group)
                 for job in claimed:
-                    task = asyncio.create_task(self._run_job(kinds[job.kind], job))
-                    self._inflight[task] = job
-                    task.add_done_callback(self._forget)
-                if self.options.once and not claimed and not self._inflight:
+                    self._start(self._run_job(kinds[job.kind], job), [job])
+                if self.options.once and not claimed and not batch and not self._inflight:
                     break
-                if asked > 0 and len(claimed) == asked and free - asked >= self._refill:
-                    continue  # a full batch: more may be due, and there is room for it
-                drained = asked > len(claimed)
+                free_left = self.options.concurrency - len(self._inflight)
+                full = (asked > 0 and len(claimed) == asked and free_left >= self._refill) or (
+                    asked_batch > 0 and len(batch) == asked_batch and free_left > 0
+                )
+                if full:
+                    continue  # a full claim: more may be due, and there is room for it
+                # Drained: every claim made came back short (wait the poll interval); else the
+                # slots are busy (wait for one to free).
+                claims = [(asked, len(claimed)), (asked_batch, len(batch))]
+                made = [(n, got) for n, got in claims if n > 0]
+                drained = bool(made) and all(n > got for n, got in made)
                 await self._wait(tasks=not drained or self.options.once)
         finally:
             try:
@@ -208,7 +223,11 @@ class Worker:
         delay = self.options.heartbeat_seconds
         while True:
             await asyncio.sleep(delay)
-            held = {(job.id, job.attempts): task for task, job in self._inflight.items()}
+            held = {
+                (job.id, job.attempts): task
+                for task, jobs in self._inflight.items()
+                for job in jobs
+            }
             if not held:
                 delay = self.options.heartbeat_seconds
                 continue
@@ -233,13 +252,22 @@ class Worker:
                 continue
             self._database_answered()
             delay = self.options.heartbeat_seconds
+            # A batch is stopped only once all its jobs are lost: the others' work is still ours.
+            lost = {task for (job_id, _), task in held.items() if job_id not in kept}
             for (job_id, attempt), task in held.items():
-                if job_id not in kept and not task.done():
+                if task in lost and not task.done():
+                    if any(job.id in kept for job in self._inflight.get(task, [])):
+                        continue
                     logger.warning(
                         "job lease lost: another worker took the job; stopping this attempt",
                         extra=log_fields(job_id=job_id, attempt=attempt),
                     )
                     task.cancel()
+
+    def _start(self, work: Coroutine[Any, Any, None], jobs: list[ClaimedJob]) -> None:
+        task = asyncio.create_task(work)
+        self._inflight[task] = jobs
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -271,7 +299,8 @@ class Worker:
         logger.info(
             "worker stopping: waiting for jobs in hand",
             extra=log_fields(
-                worker_id=self.worker_id, jobs=[j.id for j in self._inflight.values()]
+                worker_id=self.worker_id,
+                jobs=[j.id for jobs in self._inflight.values() for j in jobs],
             ),
         )
         loop = asyncio.get_running_loop()
@@ -293,8 +322,9 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for job in unfinished.values():
-            await self._release(job)
+        for jobs in unfinished.values():
+            for job in jobs:
+                await self._release(job)
 
     async def _release(self, job: ClaimedJob) -> None:
         await self._write_outcome(
@@ -380,6 +410,58 @@ class Worker:
             await self._succeeded(kind, job, fields)
         else:
             await self._failed(kind, job, error, timed_out=timed_out, fields=fields)
+
+    async def _run_batch(self, kind: JobKind, jobs: list[ClaimedJob]) -> None:
+        """Run a batch of `kind`'s jobs in one transaction that also records them done; if it
+        fails, each job runs alone (`_run_job`), as if it had never been batched: the attempt
+        claimed is the same, and so are its failure, retry and death."""
+        assert kind.batch is not None
+        if len(jobs) == 1:
+            await self._run_job(kind, jobs[0])
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            with telemetry.job_span(kind.name, jobs[0].id, jobs[0].attempts, {}):
+                async with asyncio.timeout(kind.timeout):
+                    async with self.services.db.transaction() as session:
+                        after = await kind.batch(self.services, session, [j.payload for j in jobs])
+                        owned = await jobs_repo.mark_done_many(
+                            session,
+                            claims=[(j.id, j.attempts) for j in jobs],
+                            worker_id=self.worker_id,
+                            now=utcnow(),
+                        )
+        except Exception:
+            logger.info(
+                "job batch failed: running its jobs one by one",
+                exc_info=True,
+                extra=log_fields(kind=kind.name, jobs=[j.id for j in jobs]),
+            )
+            for job in jobs:
+                await self._run_job(kind, job)
+            return
+        self._database_answered()
+        self.runs += len(jobs)
+        duration = round((loop.time() - started) * 1000, 1)
+        for job in jobs:
+            metrics.JOB_RUNS.labels(job.kind, "succeeded").inc()
+            if job.id not in owned:
+                # Its work committed with the batch all the same; the handler is idempotent.
+                logger.warning(
+                    "job outcome dropped: its lease had expired and it was taken again",
+                    extra=log_fields(job_id=job.id, kind=job.kind),
+                )
+        logger.debug(
+            "job batch succeeded",
+            extra=log_fields(kind=kind.name, jobs=[j.id for j in jobs], duration_ms=duration),
+        )
+        try:
+            await after()
+        except Exception:
+            logger.exception(
+                "job batch: its after-commit step failed", extra=log_fields(kind=kind.name)
+            )
 
     async def _rearm_schedule(
         self, kind: JobKind, job: ClaimedJob, *, outcome: str, last_error: str | None
@@ -545,6 +627,14 @@ class Worker:
                 continue
             self._database_answered()
             return result
+
+
+def _by_kind(jobs: Iterable[ClaimedJob]) -> list[list[ClaimedJob]]:
+    """Claimed jobs grouped by kind, each group in claim order."""
+    groups: dict[str, list[ClaimedJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.kind, []).append(job)
+    return list(groups.values())
 
 
 def describe_error(error: BaseException, *, timed_out: bool, limit: float) -> str:
