@@ -3,7 +3,7 @@
 localstripe (GPL-3.0, a dev/test dependency only) is imported inside this package and nowhere
 else in ``azora_payments``; importing this module does not import it (only :func:`build_app`
 and the CLI do). HTTP-level behaviour lives here, resource-level patches in
-``localstripe_patches.py``.
+``localstripe_patches/``.
 
 Run it::
 
