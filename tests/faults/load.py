@@ -272,7 +272,11 @@ async def settle(url: str, *, timeout: float) -> float:
 async def emulator_intents(stripe_url: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 100}
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as http:
+    # The emulator serialises every page on one event loop that the settling stack still
+    # shares; on a loaded 2-core CI machine a page of 100 took longer than httpx's default 5 s.
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {STRIPE_KEY}"}, timeout=httpx.Timeout(60.0, connect=5.0)
+    ) as http:
         while True:
             page = (await http.get(f"{stripe_url}/v1/payment_intents", params=params)).json()
             found += page["data"]
