@@ -12,6 +12,8 @@ SUCCEEDED = "#2f7d5b"
 FAILED = "#c2463d"
 AXIS = "#8a94a6"
 TEXT = "#4a5568"
+# Half the width of an "HH:00" label at font-size 14 (five digits of ~0.6 em), rounded up.
+LABEL_HALF = 22
 
 
 def hourly_bars(
@@ -66,8 +68,12 @@ def hourly_bars(
             )
         parts.append("</g>")
         if n % 6 == 0:
+            # The current hour's label sits on the right edge: centred there, half of it
+            # would fall outside the picture, so it ends at the edge instead.
+            centre = x + bar / 2
+            at, anchor = (centre, "middle") if centre + LABEL_HALF <= width else (width, "end")
             parts.append(
-                f'<text x="{x + bar / 2:.1f}" y="{height - 8}" text-anchor="middle" '
+                f'<text x="{at:.1f}" y="{height - 8}" text-anchor="{anchor}" '
                 f'font-size="14" fill="{TEXT}">{hour:%H}:00</text>'
             )
     parts.append(
