@@ -145,7 +145,7 @@ async def claim(
 
 
 async def _update_owned(
-    session: AsyncSession, *, job_id: int, worker_id: str, attempt: int, **values: Any
+    session: AsyncSession, job_id: int, worker_id: str, attempt: int, /, **values: Any
 ) -> bool:
     """Set `values` on the job if this worker's attempt still owns it; False if it does not.
 
@@ -204,13 +204,8 @@ async def _rowcount(session: AsyncSession, stmt: Update | Delete) -> int:
 async def mark_done(
     session: AsyncSession, *, job_id: int, worker_id: str, attempt: int, now: datetime
 ) -> bool:
-    return await _update_owned(
-        session,
-        job_id=job_id,
-        worker_id=worker_id,
-        attempt=attempt,
-        **_finished(JobStatus.DONE, now),
-    )
+    done = _finished(JobStatus.DONE, now)
+    return await _update_owned(session, job_id, worker_id, attempt, **done)
 
 
 async def mark_done_many(
@@ -269,9 +264,7 @@ async def reschedule(
         values["attempts"] = 0
     if finished:
         values["finished_at"] = now
-    return await _update_owned(
-        session, job_id=job_id, worker_id=worker_id, attempt=attempt, **values
-    )
+    return await _update_owned(session, job_id, worker_id, attempt, **values)
 
 
 async def mark_dead(
@@ -283,14 +276,8 @@ async def mark_dead(
     now: datetime,
     last_error: str,
 ) -> bool:
-    return await _update_owned(
-        session,
-        job_id=job_id,
-        worker_id=worker_id,
-        attempt=attempt,
-        last_error=last_error,
-        **_finished(JobStatus.DEAD, now),
-    )
+    dead = _finished(JobStatus.DEAD, now)
+    return await _update_owned(session, job_id, worker_id, attempt, last_error=last_error, **dead)
 
 
 async def release(
@@ -300,9 +287,9 @@ async def release(
     attempt is not counted, and it is due at once for another worker."""
     return await _update_owned(
         session,
-        job_id=job_id,
-        worker_id=worker_id,
-        attempt=attempt,
+        job_id,
+        worker_id,
+        attempt,
         status=JobStatus.READY,
         attempts=Job.attempts - 1,
         run_at=now,
