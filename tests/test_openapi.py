@@ -95,6 +95,54 @@ def test_every_answer_is_documented(tmp_path: Path) -> None:
                 }, f"{where} {status}"
 
 
+# API.md's response headers. The routes that answer a stored answer again (API.md, Idempotency):
+# their successes and the problems they store carry `Idempotent-Replayed` on a replay.
+REPLAYING = {
+    ("post", "/api/payments/process"),
+    ("post", "/api/payments/refund"),
+    ("post", "/api/checkout/sessions"),
+    ("post", "/api/checkout/sessions/{checkout_id}/pay"),
+}
+STORED_PROBLEMS = {"402", "409", "422"}
+CONTRACT_HEADERS = {"x-request-id", "retry-after", "www-authenticate", "idempotent-replayed"}
+
+
+def test_response_headers_are_documented(tmp_path: Path) -> None:
+    schema = openapi(tmp_path)
+    seen: set[tuple[str, str]] = set()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert not [k for k in operation if k.startswith("x-")], f"{method} {path}"
+            replays = (method, path) in REPLAYING
+            seen |= {(method, path)} if replays else set()
+            for status, answer in operation["responses"].items():
+                where = f"{method.upper()} {path} {status}"
+                headers = answer.get("headers", {})
+                # Every response carries X-Request-Id.
+                assert headers.get("X-Request-Id", {}).get("required") is True, where
+                assert headers["X-Request-Id"]["schema"]["type"] == "string", where
+                problem = "application/problem+json" in answer.get("content", {})
+                if status in {"429", "503"} and problem:
+                    assert headers.get("Retry-After", {}).get("required") is True, where
+                    assert headers["Retry-After"]["schema"]["type"] == "integer", where
+                elif replays and status == "409":
+                    # Only the key still in progress says when to try again.
+                    assert headers.get("Retry-After", {}).get("required") is False, where
+                else:
+                    assert "Retry-After" not in headers, where
+                if status == "401":
+                    assert headers.get("WWW-Authenticate", {}).get("required") is True, where
+                else:
+                    assert "WWW-Authenticate" not in headers, where
+                if replays and (status.startswith("2") or status in STORED_PROBLEMS):
+                    replayed = headers.get("Idempotent-Replayed", {})
+                    assert replayed.get("required") is False, where
+                    assert replayed["schema"] == {"type": "string", "enum": ["true"]}, where
+                else:
+                    assert "Idempotent-Replayed" not in headers, where
+    assert seen == REPLAYING
+
+
 # --------------------------------------------------------------- real answers match the schema
 
 
@@ -132,6 +180,7 @@ class Contract:
 
     def __init__(self, api: httpx.AsyncClient, schema: dict[str, Any]) -> None:
         self.api = api
+        self.document = schema
         self.schema = schemathesis.openapi.from_dict(schema)
         self.checked: set[tuple[str, str, int]] = set()
 
@@ -141,6 +190,13 @@ class Contract:
         response = await self.api.request(method, path, **kwargs)
         assert response.status_code == status, response.text
         self.schema[template][method].validate_response(response)
+        # The API.md headers it carries are documented for it, and the required ones are there.
+        answers = self.document["paths"][template][method.lower()]["responses"]
+        documented = answers.get(str(status), answers.get("default", {})).get("headers", {})
+        names = {name.lower() for name in documented}
+        assert CONTRACT_HEADERS & set(response.headers) <= names, (template, status)
+        for name, header in documented.items():
+            assert name in response.headers or not header["required"], (template, status, name)
         self.checked.add((method, template, status))
         return response
 

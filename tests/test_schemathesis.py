@@ -1,8 +1,9 @@
 """Schemathesis over `/openapi.json` against a real `azora-payments serve` process (wired to the
 Stripe emulator), authenticated as a customer and as an operator: whatever it generates, the
 service never answers 5xx, every error is an RFC 9457 problem+json (tests/fuzz_checks.py), and
-every answer has a media type and a body that the schema documents for its operation and status
-(schemathesis's response_schema_conformance and content_type_conformance).
+every answer has a media type, a body and the required headers that the schema documents for its
+operation and status (schemathesis's response_schema_conformance, content_type_conformance and
+response_headers_conformance).
 
 Small and reproducible for CI: a fixed seed and AZORA_FUZZ_EXAMPLES examples per operation (10
 by default; about a minute on a quiet machine). `bench/fuzz_bench.py` runs it with a larger
@@ -64,7 +65,8 @@ def schemathesis(base_url: str, token: str, report: Path) -> subprocess.Complete
         "--header",
         f"Authorization: Bearer {token}",
         "--checks",
-        "not_a_server_error,problem_json,response_schema_conformance,content_type_conformance",
+        "not_a_server_error,problem_json,response_schema_conformance,content_type_conformance,"
+        "response_headers_conformance",
         "--phases",
         "examples,coverage,fuzzing",
         "--max-examples",

@@ -10,7 +10,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from azora_payments.api.problems import field_errors
-from azora_payments.api.schemas import REF, REQUEST_MODELS
+from azora_payments.api.response_headers import REPLAYS
+from azora_payments.api.schemas import IDEMPOTENCY_KEY_HEADER, REF, REQUEST_MODELS
 from azora_payments.errors import (
     IdempotencyKeyInvalid,
     IdempotencyKeyRequired,
@@ -81,3 +82,13 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
     }
+
+
+def replaying_body(model: type[BaseModel], *, key_header: bool = True) -> dict[str, Any]:
+    """`openapi_extra` of a route that stores its answers and replays them: its body, the
+    `Idempotency-Key` header it requires (unless it keys its requests itself, as the checkout
+    page's pay does), and the mark that documents `Idempotent-Replayed`."""
+    extra: dict[str, Any] = {**body_schema(model), REPLAYS: True}
+    if key_header:
+        extra["parameters"] = [IDEMPOTENCY_KEY_HEADER]
+    return extra

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from azora_payments.addresses import plain_address
-from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
+from azora_payments.api.body import idempotency_key, read_json, replaying_body, validate
 from azora_payments.api.deps import Backend, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
 from azora_payments.api.payments import (
@@ -22,7 +22,6 @@ from azora_payments.api.payments import (
 )
 from azora_payments.api.schemas import (
     ANY_PROBLEM,
-    IDEMPOTENCY_KEY_HEADER,
     CheckoutSession,
     Payment,
     problems,
@@ -110,7 +109,7 @@ def checked_id(checkout_id: str) -> str:
 @router.post(
     "/sessions",
     status_code=201,
-    openapi_extra={**body_schema(SessionIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    openapi_extra=replaying_body(SessionIn),
     response_model=CheckoutSession,
     responses=problems(400, 401, 403, 409, 422, 429, 500, 503),
 )
@@ -160,7 +159,7 @@ async def get_session(checkout_id: str, caller: Backend, services: ServicesDep) 
 @router.post(
     "/sessions/{checkout_id}/pay",
     status_code=201,
-    openapi_extra=body_schema(PayIn),
+    openapi_extra=replaying_body(PayIn, key_header=False),
     response_model=Payment,
     responses={
         200: {"description": "The attempt under way, as it stands", "model": Payment},

@@ -11,12 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.convertors import Convertor, register_url_convertor
 
 from azora_payments.addresses import plain_address
-from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
+from azora_payments.api.body import idempotency_key, read_json, replaying_body, validate
 from azora_payments.api.deps import CurrentUser, RequestActor, ServicesDep
 from azora_payments.api.methods import PM_ID
 from azora_payments.api.schemas import (
     AUTHENTICATED,
-    IDEMPOTENCY_KEY_HEADER,
     AnyPayment,
     Payment,
     PaymentPage,
@@ -133,7 +132,7 @@ def _check_money(body: ProcessIn, currencies: list[str]) -> payment_flow.Payment
 @router.post(
     "/process",
     status_code=201,
-    openapi_extra={**body_schema(ProcessIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    openapi_extra=replaying_body(ProcessIn),
     response_model=Payment,
     responses={
         201: {"description": "The Payment (`requires_action` carries a `client_secret`)"},

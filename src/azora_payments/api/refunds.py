@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from azora_payments.api.body import body_schema, idempotency_key, read_json, validate
+from azora_payments.api.body import idempotency_key, read_json, replaying_body, validate
 from azora_payments.api.deps import Operator, RequestActor, ServicesDep
 from azora_payments.api.payments import PAYMENT_ID, replayable_response
-from azora_payments.api.schemas import AUTHENTICATED, IDEMPOTENCY_KEY_HEADER, Refund, problems
+from azora_payments.api.schemas import AUTHENTICATED, Refund, problems
 from azora_payments.domain import money, refund_flow
 from azora_payments.domain.idempotency import request_fingerprint
 
@@ -36,7 +36,7 @@ class RefundIn(BaseModel):
 @router.post(
     "/refund",
     status_code=201,
-    openapi_extra={**body_schema(RefundIn), "parameters": [IDEMPOTENCY_KEY_HEADER]},
+    openapi_extra=replaying_body(RefundIn),
     response_model=Refund,
     responses=problems(
         400,

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, W
 from pydantic.json_schema import models_json_schema
 from typing_extensions import TypedDict
 
+from azora_payments.api.response_headers import document_headers
 from azora_payments.errors import PROBLEM_JSON
 
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -366,6 +367,7 @@ def install_schema_components(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = generate()
+        document_headers(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         problem = TypeAdapter(Problem).json_schema(ref_template=REF, mode="serialization")
         _, bodies = models_json_schema(

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jinja2
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
@@ -19,19 +18,14 @@ from azora_payments.domain import checkout, money
 from azora_payments.domain.checkout_state import CheckoutStatus
 from azora_payments.domain.payments import UNSETTLED
 from azora_payments.errors import AzoraError, CheckoutSessionNotFound
+from azora_payments.templating import html_templates
 
 HERE = Path(__file__).parent
 DEV_PUBLISHABLE_KEY = "pk_test_azora_dev_stack"
 
 router = APIRouter(prefix="/checkout", include_in_schema=False)
 
-templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+templates = html_templates(HERE / "templates")
 templates.filters["money"] = money.format_amount
 
 

@@ -10,16 +10,16 @@ from azora_payments.api.deps import ServicesDep
 from azora_payments.console import reads
 from azora_payments.console.charts import hourly_bars
 from azora_payments.console.web import (
-    CheckedForm,
     ConsolePageError,
     ConsoleRoute,
+    Posted,
     SignedIn,
-    actor_for,
     page,
     see_other,
 )
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit, operations, reconcile
+from azora_payments.domain.console_sessions import ConsoleOperator
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -32,8 +32,12 @@ NOTICES = {
 }
 
 
-def _notice(request: Request) -> str | None:
-    return NOTICES.get(request.query_params.get("notice", ""))
+def _work_list(
+    request: Request, operator: ConsoleOperator, template: str, rows: object
+) -> Response:
+    """A work list's page, with the notice of the action that led back to it."""
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    return page(request, template, operator=operator, rows=rows, notice=notice)
 
 
 @router.get("")
@@ -52,15 +56,13 @@ async def disputes(request: Request, operator: SignedIn, services: ServicesDep) 
 @router.get("/events")
 async def parked_events(request: Request, operator: SignedIn, services: ServicesDep) -> Response:
     rows = await reads.parked_events(db=services.db)
-    return page(request, "events.html", operator=operator, rows=rows, notice=_notice(request))
+    return _work_list(request, operator, "events.html", rows)
 
 
 @router.post("/events/{event_id}/replay")
-async def replay_event(
-    request: Request, event_id: str, operator: SignedIn, form: CheckedForm, services: ServicesDep
-) -> Response:
+async def replay_event(event_id: str, post: Posted) -> Response:
     result = await operations.replay_events(
-        db=services.db, event_ids=[event_id[:255]], actor=actor_for(request, operator)
+        db=post.services.db, event_ids=[event_id[:255]], actor=post.actor
     )
     if result.missing:
         raise ConsolePageError("There is no such event.", title="Not found")
@@ -70,15 +72,13 @@ async def replay_event(
 @router.get("/jobs")
 async def dead_jobs(request: Request, operator: SignedIn, services: ServicesDep) -> Response:
     rows = await reads.dead_jobs(db=services.db)
-    return page(request, "jobs.html", operator=operator, rows=rows, notice=_notice(request))
+    return _work_list(request, operator, "jobs.html", rows)
 
 
 @router.post("/jobs/{job_id}/retry")
-async def retry_job(
-    request: Request, job_id: int, operator: SignedIn, form: CheckedForm, services: ServicesDep
-) -> Response:
+async def retry_job(job_id: int, post: Posted) -> Response:
     retried = await operations.retry_dead_jobs(
-        db=services.db, job_ids=[job_id], actor=actor_for(request, operator)
+        db=post.services.db, job_ids=[job_id], actor=post.actor
     )
     return see_other(f"/console/jobs?notice={'retried' if retried else 'nothing'}")
 
@@ -88,21 +88,13 @@ async def failed_notifications(
     request: Request, operator: SignedIn, services: ServicesDep
 ) -> Response:
     rows = await reads.failed_notifications(db=services.db)
-    return page(
-        request, "notifications.html", operator=operator, rows=rows, notice=_notice(request)
-    )
+    return _work_list(request, operator, "notifications.html", rows)
 
 
 @router.post("/notifications/{notification_id}/redeliver")
-async def redeliver(
-    request: Request,
-    notification_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
+async def redeliver(notification_id: str, post: Posted) -> Response:
     queued = await operations.redeliver_notification(
-        db=services.db, notification_id=notification_id[:40], actor=actor_for(request, operator)
+        db=post.services.db, notification_id=notification_id[:40], actor=post.actor
     )
     return see_other(f"/console/notifications?notice={'redelivery' if queued else 'nothing'}")
 
@@ -110,19 +102,17 @@ async def redeliver(
 @router.get("/approvals")
 async def approvals(request: Request, operator: SignedIn, services: ServicesDep) -> Response:
     rows = await reads.pending_approvals(db=services.db)
-    return page(request, "approvals.html", operator=operator, rows=rows, notice=_notice(request))
+    return _work_list(request, operator, "approvals.html", rows)
 
 
 @router.post("/reconcile")
-async def run_reconcile(
-    request: Request, operator: SignedIn, form: CheckedForm, services: ServicesDep
-) -> Response:
-    report = await reconcile.reconcile(services)
-    async with services.db.transaction() as session:
+async def run_reconcile(post: Posted) -> Response:
+    report = await reconcile.reconcile(post.services)
+    async with post.services.db.transaction() as session:
         audit.record(
             session,
-            actor=actor_for(request, operator),
+            actor=post.actor,
             action="reconcile.run",
             details={"changes": len(report.changes), "errors": len(report.errors)},
         )
-    return page(request, "reconcile.html", operator=operator, lines=report.lines())
+    return page(post.request, "reconcile.html", operator=post.operator, lines=report.lines())

@@ -14,15 +14,16 @@ from azora_payments.api.deps import ServicesDep
 from azora_payments.api.refunds import REFUND_PATH
 from azora_payments.console import forms, reads
 from azora_payments.console.web import (
-    CheckedForm,
     ConsolePageError,
     ConsoleRoute,
+    FormPost,
+    Posted,
     SignedIn,
-    actor_for,
     page,
     see_other,
 )
 from azora_payments.domain import receipts, refund_approvals, refund_flow
+from azora_payments.domain.flow_outcomes import Answer
 from azora_payments.errors import PaymentNotFound
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
@@ -129,15 +130,10 @@ async def receipt_pdf(payment_id: str, operator: SignedIn, services: ServicesDep
 
 
 @router.post("/payments/{payment_id}/receipt/email")
-async def resend_receipt(
-    request: Request,
-    payment_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
+async def resend_receipt(payment_id: str, post: Posted) -> Response:
+    services = post.services
     detail = await _detail(services, payment_id)
-    to = form.get("email") or None
+    to = post.form.get("email") or None
     if to is not None:
         try:
             to = plain_address(to)
@@ -152,8 +148,8 @@ async def resend_receipt(
             per_payment=settings.rate_limit_receipt_email,
             per_user=settings.rate_limit_receipt_email_user,
         ),
-        user=operator.user,
-        actor=actor_for(request, operator),
+        user=post.operator.user,
+        actor=post.actor,
         payment_id=detail.payment.id,
         email=to,
     )
@@ -188,23 +184,18 @@ def _form_key(form: dict[str, str]) -> str:
 
 
 @router.post("/payments/{payment_id}/refund")
-async def review_refund(
-    request: Request,
-    payment_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
+async def review_refund(payment_id: str, post: Posted) -> Response:
     """Step one: what will be refunded and what remains; nothing changes yet."""
-    detail = await _detail(services, payment_id)
+    form = post.form
+    detail = await _detail(post.services, payment_id)
     refund = _refund_request(detail, form)
     assert refund.amount is not None
     too_much = refund.amount > detail.refundable
-    threshold = services.settings.console_refund_approval_above
+    threshold = post.services.settings.console_refund_approval_above
     return page(
-        request,
+        post.request,
         "refund_review.html",
-        operator=operator,
+        operator=post.operator,
         status=422 if too_much else 200,
         d=detail,
         p=detail.payment,
@@ -217,15 +208,10 @@ async def review_refund(
 
 
 @router.post("/payments/{payment_id}/refund/confirm")
-async def confirm_refund(
-    request: Request,
-    payment_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
+async def confirm_refund(payment_id: str, post: Posted) -> Response:
     """Step two: the refund through the API's idempotent flow, under the form's key; or, above
     the threshold, a request for a second operator's approval."""
+    services, form = post.services, post.form
     detail = await _detail(services, payment_id)
     try:
         amount = int(form.get("amount_minor", ""))
@@ -239,38 +225,39 @@ async def confirm_refund(
         payment_id=detail.payment.id, amount=amount, reason=_reason(form)
     )
     key = _form_key(form)
-    actor = actor_for(request, operator)
     if refund_approvals.needs_approval(amount, services.settings.console_refund_approval_above):
         async with services.db.transaction() as session:
             approval = await refund_approvals.request_approval(
-                session, request=refund, actor=actor, key=key
+                session, request=refund, actor=post.actor, key=key
             )
         return page(
-            request, "approval_requested.html", operator=operator, p=detail.payment, a=approval
+            post.request,
+            "approval_requested.html",
+            operator=post.operator,
+            p=detail.payment,
+            a=approval,
         )
     answer = await refund_flow.refund(
         keys=services.idempotency,
         stripe=services.stripe,
-        operator=operator.user,
-        actor=actor,
+        operator=post.operator.user,
+        actor=post.actor,
         request=refund,
         key=key,
         path=REFUND_PATH,
         fingerprint=refund_approvals.refund_fingerprint(refund, path=REFUND_PATH),
     )
-    return await _refund_result(request, operator, services, detail.payment.id, answer)
+    return await _refund_result(post, detail.payment.id, answer)
 
 
-async def _refund_result(
-    request: Request, operator: Any, services: Any, payment_id: str, answer: Any
-) -> Response:
+async def _refund_result(post: FormPost, payment_id: str, answer: Answer) -> Response:
     body: dict[str, Any] = json.loads(answer.stored.body)
     # Read after the refund: what remains now (the domain's own message counts minor units).
-    detail = await _detail(services, payment_id)
+    detail = await _detail(post.services, payment_id)
     return page(
-        request,
+        post.request,
         "refund_result.html",
-        operator=operator,
+        operator=post.operator,
         status=answer.stored.status,
         p=detail.payment,
         ok=answer.stored.status == 201,
@@ -281,38 +268,24 @@ async def _refund_result(
 
 
 @router.post("/approvals/{approval_id}/approve")
-async def approve(
-    request: Request,
-    approval_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
+async def approve(approval_id: str, post: Posted) -> Response:
     answer = await refund_approvals.approve(
-        keys=services.idempotency,
-        stripe=services.stripe,
+        keys=post.services.idempotency,
+        stripe=post.services.stripe,
         approval_id=approval_id[:40],
-        approver=operator.user,
-        actor=actor_for(request, operator),
+        approver=post.operator.user,
+        actor=post.actor,
         path=REFUND_PATH,
     )
     body = json.loads(answer.stored.body)
-    return await _refund_result(request, operator, services, str(body.get("payment_id")), answer)
+    return await _refund_result(post, str(body.get("payment_id")), answer)
 
 
 @router.post("/approvals/{approval_id}/reject")
-async def reject(
-    request: Request,
-    approval_id: str,
-    operator: SignedIn,
-    form: CheckedForm,
-    services: ServicesDep,
-) -> Response:
-    async with services.db.transaction() as session:
-        await refund_approvals.reject(
-            session, approval_id=approval_id[:40], actor=actor_for(request, operator)
-        )
-    target = form.get("back", "")
+async def reject(approval_id: str, post: Posted) -> Response:
+    async with post.services.db.transaction() as session:
+        await refund_approvals.reject(session, approval_id=approval_id[:40], actor=post.actor)
+    target = post.form.get("back", "")
     if not forms.PAY_ID.match(target):
         return see_other("/console/approvals?notice=approval_rejected")
     return see_other(f"/console/payments/{target}?notice=approval_rejected")

@@ -13,11 +13,9 @@ from azora_payments.api.deps import ServicesDep
 from azora_payments.auth import InvalidToken
 from azora_payments.console.web import (
     COOKIE,
-    CheckedForm,
     ConsolePageError,
     ConsoleRoute,
-    SignedIn,
-    actor_for,
+    Posted,
     page,
     read_form,
     same_origin,
@@ -131,11 +129,9 @@ async def redeem_link(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/logout")
-async def logout(
-    request: Request, operator: SignedIn, form: CheckedForm, services: ServicesDep
-) -> Response:
+async def logout(post: Posted) -> Response:
     await sessions.close_session(
-        db=services.db, secret=request.cookies[COOKIE], actor=actor_for(request, operator)
+        db=post.services.db, secret=post.request.cookies[COOKIE], actor=post.actor
     )
     response = see_other("/console/login")
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
-import jinja2
 from fastapi import Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -20,6 +20,8 @@ from azora_payments.domain import audit, money
 from azora_payments.domain import console_sessions as sessions
 from azora_payments.domain.console_sessions import ConsoleOperator
 from azora_payments.errors import AzoraError, InternalError, StripeRejected
+from azora_payments.services import Services
+from azora_payments.templating import html_templates
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +29,7 @@ COOKIE = "__Host-azora-console"
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 
-templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+templates = html_templates(HERE / "templates")
 
 
 def _money(amount: int | None, currency: str) -> str:
@@ -186,6 +182,31 @@ def actor_for(request: Request, operator: ConsoleOperator) -> audit.Actor:
         request_id=getattr(request.state, "request_id", None),
         client_ip=getattr(request.state, "client_ip", None),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FormPost:
+    """What every console action is given: the signed-in operator's form, checked (CSRF token,
+    origin), the request and the services."""
+
+    request: Request
+    operator: ConsoleOperator
+    form: dict[str, str]
+    services: Services
+
+    @property
+    def actor(self) -> audit.Actor:
+        """The operator as the audit log records them, with this request's id and address."""
+        return actor_for(self.request, self.operator)
+
+
+async def form_post(
+    request: Request, operator: SignedIn, form: CheckedForm, services: ServicesDep
+) -> FormPost:
+    return FormPost(request, operator, form, services)
+
+
+Posted = Annotated[FormPost, Depends(form_post)]
 
 
 def see_other(url: str) -> RedirectResponse:

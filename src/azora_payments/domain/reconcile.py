@@ -194,14 +194,33 @@ async def settle_stale_payments(
         except (ServiceUnavailable, StripeRejected) as exc:
             report.errors.append(f"{payment.id}: {type(exc).__name__}")
             continue
-        async with services.db.transaction() as session:
-            locked = await payments_repo.get(session, payment.id, for_update=True)
-            if locked is None:
-                continue
-            await payments_repo.mark_reconciled(session, locked.id, at=now)
-            report.changes += await settle_intent(session, locked, intent)
-            for refund in refunds:
-                report.changes += await settle_refund(session, locked, refund)
+        report.changes += await _settle_to(
+            services, payment.id, refunds, intent=intent, reconciled_at=now
+        )
+
+
+async def _settle_to(
+    services: Services,
+    payment_id: str,
+    refunds: list[StripeRefund],
+    *,
+    intent: StripeIntent | None = None,
+    reconciled_at: datetime | None = None,
+) -> list[str]:
+    """Settle the payment (when `intent` is given) and its refunds to what Stripe answered, under
+    the payment's row lock, taken after asking Stripe so that no lock is held over a call."""
+    changes: list[str] = []
+    async with services.db.transaction() as session:
+        locked = await payments_repo.get(session, payment_id, for_update=True)
+        if locked is None:
+            return changes
+        if reconciled_at is not None:
+            await payments_repo.mark_reconciled(session, locked.id, at=reconciled_at)
+        if intent is not None:
+            changes += await settle_intent(session, locked, intent)
+        for refund in refunds:
+            changes += await settle_refund(session, locked, refund)
+    return changes
 
 
 async def finish_unanswered(services: Services, payment: Payment, *, now: datetime) -> list[str]:
@@ -291,12 +310,7 @@ async def settle_stale_refunds(services: Services, *, report: Report, older_than
         except (ServiceUnavailable, StripeRejected) as exc:
             report.errors.append(f"{payment.id}: {type(exc).__name__}")
             continue
-        async with services.db.transaction() as session:
-            locked = await payments_repo.get(session, payment.id, for_update=True)
-            if locked is None:
-                continue
-            for refund in refunds:
-                report.changes += await settle_refund(session, locked, refund)
+        report.changes += await _settle_to(services, payment.id, refunds)
 
 
 async def _refunds_of(services: Services, intent: StripeIntent | None) -> list[StripeRefund]:

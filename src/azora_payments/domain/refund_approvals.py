@@ -145,17 +145,7 @@ async def approve(
         if row.status != PENDING and not (row.status == APPROVED and row.decided_by == approver.id):
             raise ApprovalDecided()
         if row.status == PENDING:
-            if not await console_repo.decide(
-                session, approval_id=row.id, status=APPROVED, by=approver.id, at=utcnow()
-            ):
-                raise ApprovalDecided()
-            audit.record(
-                session,
-                actor=actor,
-                action="refund.approved",
-                payment_id=row.payment_id,
-                details={"approval_id": row.id, "requested_by": row.requested_by},
-            )
+            await _decide(session, row, APPROVED, "refund.approved", by=approver.id, actor=actor)
         request = refund_flow.RefundRequest(
             payment_id=row.payment_id, amount=row.amount, reason=row.reason
         )
@@ -183,14 +173,27 @@ async def reject(session: AsyncSession, *, approval_id: str, actor: audit.Actor)
     row = await console_repo.approval(session, approval_id)
     if row is None:
         raise ApprovalNotFound()
+    await _decide(session, row, REJECTED, "refund.rejected", by=actor.id, actor=actor)
+
+
+async def _decide(
+    session: AsyncSession,
+    row: RefundApproval,
+    status: str,
+    action: str,
+    *,
+    by: str,
+    actor: audit.Actor,
+) -> None:
+    """Record the decision and its audit `action`, unless another operator decided first."""
     if not await console_repo.decide(
-        session, approval_id=row.id, status=REJECTED, by=actor.id, at=utcnow()
+        session, approval_id=row.id, status=status, by=by, at=utcnow()
     ):
         raise ApprovalDecided()
     audit.record(
         session,
         actor=actor,
-        action="refund.rejected",
+        action=action,
         payment_id=row.payment_id,
         details={"approval_id": row.id, "requested_by": row.requested_by},
     )

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from azora_payments.db.models import Receipt, Refund
 from azora_payments.db.session import Database
+from azora_payments.db.types import utcnow
+from azora_payments.domain import audit
 from azora_payments.logs import log_fields
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,36 @@ async def record_fact(
     _pending.add(task)
     task.add_done_callback(_pending.discard)
     await asyncio.shield(task)
+
+
+async def record_emailed(
+    db: Database,
+    kind: Literal["receipt", "refund"],
+    row_id: str,
+    get: Callable[[AsyncSession, str], Awaitable[Receipt | Refund | None]],
+    *,
+    payment_id: str,
+    delivery: object,
+    details: dict[str, object],
+) -> None:
+    """The fact that the SMTP server accepted the e-mail about a receipt or a refund: the row's
+    `emailed_at` (its job checks it before sending) and the audit record `receipt.emailed` or
+    `refund.emailed`, in one transaction, retried like every fact."""
+    key = f"{kind}_id"
+
+    async def write(session: AsyncSession) -> None:
+        row = await get(session, row_id)
+        assert row is not None
+        row.emailed_at = utcnow()
+        audit.record(
+            session,
+            actor=audit.SYSTEM,
+            action=f"{kind}.emailed",
+            payment_id=payment_id,
+            details={key: row_id, "delivery": str(delivery), **details},
+        )
+
+    await record_fact(db, write, what=f"a {kind} was e-mailed", **{key: row_id})
 
 
 async def _until_written(

@@ -8,15 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from azora_payments.addresses import plain_address_or_none
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
-from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, receipts
+from azora_payments.domain import receipts
 from azora_payments.domain.receipt_content import content_of
-from azora_payments.jobs.facts import record_fact
+from azora_payments.jobs.facts import record_emailed
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
 from azora_payments.mail import Delivery, Mailer, receipt_message
@@ -107,25 +104,14 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
     delivery = await mailer.send(message)
 
     # A crash before this is committed sends the same message again (same Message-ID) on the
-    # retry; a database outage only delays the commit (`record_fact`).
-    async def mark_emailed(session: AsyncSession) -> None:
-        row = await receipts_repo.get(session, receipt_id)
-        assert row is not None
-        row.emailed_at = utcnow()
-        audit.record(
-            session,
-            actor=audit.SYSTEM,
-            action="receipt.emailed",
-            payment_id=payment.id,
-            details={
-                "receipt_id": receipt_id,
-                "delivery": str(delivery),
-                "resend": bool(resend),
-                "version": stored.version,
-            },
-        )
-
-    await record_fact(
-        services.db, mark_emailed, what="a receipt was e-mailed", receipt_id=receipt_id
+    # retry; a database outage only delays the commit (`record_emailed`).
+    await record_emailed(
+        services.db,
+        "receipt",
+        receipt_id,
+        receipts_repo.get,
+        payment_id=payment.id,
+        delivery=delivery,
+        details={"resend": bool(resend), "version": stored.version},
     )
     logger.info("receipt e-mailed", extra=fields)

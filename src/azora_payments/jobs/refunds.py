@@ -6,19 +6,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from azora_payments.addresses import plain_address_or_none
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.repositories import receipts as receipts_repo
 from azora_payments.db.repositories import refunds as refunds_repo
-from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, receipts
+from azora_payments.domain import receipts
 from azora_payments.domain.formatting import Formatter
 from azora_payments.domain.outcomes import REFUND_EMAIL
 from azora_payments.domain.receipt_content import content_of
 from azora_payments.domain.statuses import RefundStatus
-from azora_payments.jobs.facts import record_fact
+from azora_payments.jobs.facts import record_emailed
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
 from azora_payments.mail import Delivery, Mailer, refund_message
@@ -75,22 +72,14 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
     )
     delivery = await mailer.send(message)
 
-    # A fact once the SMTP server has it: retried through a database outage (`record_fact`).
-    async def mark_emailed(session: AsyncSession) -> None:
-        row = await refunds_repo.get(session, refund_id)
-        assert row is not None
-        row.emailed_at = utcnow()
-        audit.record(
-            session,
-            actor=audit.SYSTEM,
-            action="refund.emailed",
-            payment_id=payment.id,
-            details={
-                "refund_id": refund_id,
-                "delivery": str(delivery),
-                "receipt_version": stored.version if stored is not None else None,
-            },
-        )
-
-    await record_fact(services.db, mark_emailed, what="a refund was e-mailed", refund_id=refund_id)
+    # A fact once the SMTP server has it: retried through a database outage (`record_emailed`).
+    await record_emailed(
+        services.db,
+        "refund",
+        refund_id,
+        refunds_repo.get,
+        payment_id=payment.id,
+        delivery=delivery,
+        details={"receipt_version": stored.version if stored is not None else None},
+    )
     logger.info("refund e-mailed", extra=fields)

@@ -7,7 +7,7 @@ heartbeat, so a lease that ran out during one proves nothing: a worker that has 
 database fail leaves others' expired leases alone until the database has answered it for two
 heartbeats, time for their live owners to renew them (a worker just started waits as
 long: it may have been started during the outage). Outcomes are written only by the owner
-of the attempt (see `jobs_repo._owned`), so a late one of a lost lease is dropped.
+of the attempt (see `jobs_repo._update_owned`), so a late one of a lost lease is dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import socket
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,7 @@ from azora_payments import metrics, telemetry
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories.jobs import ClaimedJob
 from azora_payments.db.types import utcnow
+from azora_payments.domain.statuses import JobStatus
 from azora_payments.jobs.queue import refresh_gauges
 from azora_payments.jobs.registry import JobContext, JobKind, registered_kinds
 from azora_payments.logs import log_fields, scrub
@@ -45,6 +46,13 @@ MAX_ERROR_CHARS = 4000
 # to `WorkerOptions.outcome_retry_seconds`; the heartbeat keeps the lease meanwhile. If the
 # database stays away longer, the job runs again after its lease, which handlers survive.
 OUTCOME_WRITE_DELAYS = (0.1, 0.5, 1.0, 2.0)
+
+
+def _outcome_dropped(job: ClaimedJob, **fields: object) -> None:
+    logger.warning(
+        "job outcome dropped: its lease had expired and it was taken again",
+        extra=log_fields(job_id=job.id, kind=job.kind, **fields),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +361,7 @@ class Worker:
             lost = await jobs_repo.recover_expired(session, now=utcnow(), scheduled_kinds=scheduled)
         for job in lost:
             metrics.JOB_RUNS.labels(job.kind, "lost").inc()
-            if job.status == jobs_repo.DEAD:
+            if job.status == JobStatus.DEAD:
                 metrics.JOB_RUNS.labels(job.kind, "dead").inc()
             logger.warning(
                 "job lease expired: its worker was lost",
@@ -448,10 +456,7 @@ class Worker:
             metrics.JOB_RUNS.labels(job.kind, "succeeded").inc()
             if job.id not in owned:
                 # Its work committed with the batch all the same; the handler is idempotent.
-                logger.warning(
-                    "job outcome dropped: its lease had expired and it was taken again",
-                    extra=log_fields(job_id=job.id, kind=job.kind),
-                )
+                _outcome_dropped(job)
         logger.debug(
             "job batch succeeded",
             extra=log_fields(kind=kind.name, jobs=[j.id for j in jobs], duration_ms=duration),
@@ -468,7 +473,27 @@ class Worker:
     ) -> None:
         """Put a scheduled kind's row back for its next slot, attempts reset."""
         now = utcnow()
-        next_run = kind.next_slot(now)
+        await self._reschedule(
+            job,
+            outcome,
+            now=now,
+            run_at=kind.next_slot(now),
+            last_error=last_error,
+            reset_attempts=True,
+            finished=True,
+        )
+
+    async def _reschedule(
+        self,
+        job: ClaimedJob,
+        outcome: str,
+        *,
+        now: datetime,
+        run_at: datetime,
+        last_error: str | None,
+        reset_attempts: bool = False,
+        finished: bool = False,
+    ) -> None:
         await self._write_outcome(
             job,
             outcome,
@@ -478,10 +503,10 @@ class Worker:
                 worker_id=self.worker_id,
                 attempt=job.attempts,
                 now=now,
-                run_at=next_run,
+                run_at=run_at,
                 last_error=last_error,
-                reset_attempts=True,
-                finished=True,
+                reset_attempts=reset_attempts,
+                finished=finished,
             ),
         )
 
@@ -523,10 +548,7 @@ class Worker:
                 if not future.done():
                     future.set_result(None)
                 if owned is not None and claimed.id not in owned:
-                    logger.warning(
-                        "job outcome dropped: its lease had expired and it was taken again",
-                        extra=log_fields(job_id=claimed.id, kind=claimed.kind),
-                    )
+                    _outcome_dropped(claimed)
 
     async def _failed(
         self,
@@ -545,19 +567,7 @@ class Worker:
             delay = kind.retry_delay(job.attempts, rng=self._rng)
             run_at = now + timedelta(seconds=delay)
             outcome = "timed_out" if timed_out else "failed"
-            await self._write_outcome(
-                job,
-                outcome,
-                lambda s: jobs_repo.reschedule(
-                    s,
-                    job_id=job.id,
-                    worker_id=self.worker_id,
-                    attempt=job.attempts,
-                    now=now,
-                    run_at=run_at,
-                    last_error=text,
-                ),
-            )
+            await self._reschedule(job, outcome, now=now, run_at=run_at, last_error=text)
             logger.warning(
                 "job failed: will retry",
                 exc_info=error,
@@ -597,10 +607,7 @@ class Worker:
         metrics.JOB_RUNS.labels(job.kind, outcome).inc()
         owned = await self._with_retries(write)
         if owned is False:
-            logger.warning(
-                "job outcome dropped: its lease had expired and it was taken again",
-                extra=log_fields(job_id=job.id, kind=job.kind, outcome=outcome),
-            )
+            _outcome_dropped(job, outcome=outcome)
 
     async def _with_retries(self, write: Callable[[AsyncSession], Awaitable[T]]) -> T | None:
         """Run `write` in a transaction, retrying for `outcome_retry_seconds`; None if the

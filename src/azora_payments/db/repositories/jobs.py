@@ -27,11 +27,6 @@ from azora_payments.db.repositories.upsert import insert_ignore
 from azora_payments.db.types import UTCDateTime
 from azora_payments.domain.statuses import JobStatus
 
-READY = "ready"
-RUNNING = "running"
-DONE = "done"
-DEAD = "dead"
-
 
 def add(
     session: AsyncSession,
@@ -43,18 +38,7 @@ def add(
     now: datetime,
 ) -> None:
     """A job without a unique key: flushed with the caller's other changes at commit."""
-    session.add(
-        Job(
-            kind=kind,
-            payload=payload,
-            status=READY,
-            attempts=0,
-            max_attempts=max_attempts,
-            run_at=run_at,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    session.add(Job(**_new(kind, payload, run_at=run_at, max_attempts=max_attempts, now=now)))
 
 
 async def insert_unique(
@@ -68,18 +52,25 @@ async def insert_unique(
     now: datetime,
 ) -> bool:
     """Insert unless a job with `unique_key` exists (whatever its status); True if inserted."""
-    values = {
+    values = _new(kind, payload, run_at=run_at, max_attempts=max_attempts, now=now)
+    return await insert_ignore(
+        session, Job, {**values, "unique_key": unique_key}, conflict="unique_key"
+    )
+
+
+def _new(
+    kind: str, payload: dict[str, Any], *, run_at: datetime, max_attempts: int, now: datetime
+) -> dict[str, Any]:
+    return {
         "kind": kind,
         "payload": payload,
-        "status": READY,
+        "status": JobStatus.READY,
         "attempts": 0,
         "max_attempts": max_attempts,
         "run_at": run_at,
-        "unique_key": unique_key,
         "created_at": now,
         "updated_at": now,
     }
-    return await insert_ignore(session, Job, values, conflict="unique_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +105,7 @@ async def claim(
         return []
     pick = (
         select(Job.id)
-        .where(Job.status == READY, Job.run_at <= now, Job.kind.in_(list(leases)))
+        .where(Job.status == JobStatus.READY, Job.run_at <= now, Job.kind.in_(list(leases)))
         .order_by(Job.run_at, Job.id)
         .limit(limit)
     )
@@ -129,7 +120,7 @@ async def claim(
         update(Job)
         .where(Job.id.in_(pick.scalar_subquery()))
         .values(
-            status=RUNNING,
+            status=JobStatus.RUNNING,
             attempts=Job.attempts + 1,
             locked_by=worker_id,
             locked_until=lease_until,
@@ -153,15 +144,55 @@ async def claim(
     return jobs
 
 
-def _owned(stmt: Update, *, job_id: int, worker_id: str, attempt: int) -> Update:
-    # A worker only finishes its own claim: if its lease ran out and another worker (or a
-    # later attempt) took the job, this attempt's late result is dropped.
-    return stmt.where(
-        Job.id == job_id,
-        Job.status == RUNNING,
-        Job.locked_by == worker_id,
-        Job.attempts == attempt,
-    ).execution_options(synchronize_session=False)
+async def _update_owned(
+    session: AsyncSession, job_id: int, worker_id: str, attempt: int, /, **values: Any
+) -> bool:
+    """Set `values` on the job if this worker's attempt still owns it; False if it does not.
+
+    A worker only finishes its own claim: if its lease ran out and another worker (or a later
+    attempt) took the job, this attempt's late result is dropped."""
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.RUNNING,
+            Job.locked_by == worker_id,
+            Job.attempts == attempt,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return await _rowcount(session, stmt) == 1
+
+
+async def _update_held(
+    session: AsyncSession, *, claims: Sequence[tuple[int, int]], worker_id: str, **values: Any
+) -> set[int]:
+    """Set `values` on the (job id, attempt) claims this worker still holds; their ids."""
+    if not claims:
+        return set()
+    stmt = (
+        update(Job)
+        .where(
+            tuple_(Job.id, Job.attempts).in_(list(claims)),
+            Job.status == JobStatus.RUNNING,
+            Job.locked_by == worker_id,
+        )
+        .values(**values)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await session.scalars(stmt)).all())
+
+
+def _finished(status: JobStatus, now: datetime) -> dict[str, Any]:
+    return {
+        "status": status,
+        "locked_by": None,
+        "locked_until": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
 
 
 async def _rowcount(session: AsyncSession, stmt: Update | Delete) -> int:
@@ -173,13 +204,8 @@ async def _rowcount(session: AsyncSession, stmt: Update | Delete) -> int:
 async def mark_done(
     session: AsyncSession, *, job_id: int, worker_id: str, attempt: int, now: datetime
 ) -> bool:
-    stmt = update(Job).values(
-        status=DONE, locked_by=None, locked_until=None, finished_at=now, updated_at=now
-    )
-    return (
-        await _rowcount(session, _owned(stmt, job_id=job_id, worker_id=worker_id, attempt=attempt))
-        == 1
-    )
+    done = _finished(JobStatus.DONE, now)
+    return await _update_owned(session, job_id, worker_id, attempt, **done)
 
 
 async def mark_done_many(
@@ -190,20 +216,9 @@ async def mark_done_many(
     now: datetime,
 ) -> set[int]:
     """Mark done the (job id, attempt) claims this worker still owns; returns their ids."""
-    if not claims:
-        return set()
-    stmt = (
-        update(Job)
-        .where(
-            tuple_(Job.id, Job.attempts).in_(list(claims)),
-            Job.status == RUNNING,
-            Job.locked_by == worker_id,
-        )
-        .values(status=DONE, locked_by=None, locked_until=None, finished_at=now, updated_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
+    return await _update_held(
+        session, claims=claims, worker_id=worker_id, **_finished(JobStatus.DONE, now)
     )
-    return set((await session.scalars(stmt)).all())
 
 
 async def renew(
@@ -218,20 +233,9 @@ async def renew(
 
     A lease that ran out but was not taken yet is renewed too: its owner is alive after all.
     """
-    if not claims:
-        return set()
-    stmt = (
-        update(Job)
-        .where(
-            tuple_(Job.id, Job.attempts).in_(list(claims)),
-            Job.status == RUNNING,
-            Job.locked_by == worker_id,
-        )
-        .values(locked_until=until, updated_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
+    return await _update_held(
+        session, claims=claims, worker_id=worker_id, locked_until=until, updated_at=now
     )
-    return set((await session.scalars(stmt)).all())
 
 
 async def reschedule(
@@ -248,7 +252,7 @@ async def reschedule(
 ) -> bool:
     """Back to ready at `run_at`: a retry after a failure, or a scheduled kind's next slot."""
     values: dict[str, Any] = {
-        "status": READY,
+        "status": JobStatus.READY,
         "run_at": run_at,
         "locked_by": None,
         "locked_until": None,
@@ -260,11 +264,7 @@ async def reschedule(
         values["attempts"] = 0
     if finished:
         values["finished_at"] = now
-    stmt = update(Job).values(**values)
-    return (
-        await _rowcount(session, _owned(stmt, job_id=job_id, worker_id=worker_id, attempt=attempt))
-        == 1
-    )
+    return await _update_owned(session, job_id, worker_id, attempt, **values)
 
 
 async def mark_dead(
@@ -276,18 +276,8 @@ async def mark_dead(
     now: datetime,
     last_error: str,
 ) -> bool:
-    stmt = update(Job).values(
-        status=DEAD,
-        last_error=last_error,
-        locked_by=None,
-        locked_until=None,
-        finished_at=now,
-        updated_at=now,
-    )
-    return (
-        await _rowcount(session, _owned(stmt, job_id=job_id, worker_id=worker_id, attempt=attempt))
-        == 1
-    )
+    dead = _finished(JobStatus.DEAD, now)
+    return await _update_owned(session, job_id, worker_id, attempt, last_error=last_error, **dead)
 
 
 async def release(
@@ -295,17 +285,17 @@ async def release(
 ) -> bool:
     """Give back a job this worker was stopped in the middle of: it did not fail, so the
     attempt is not counted, and it is due at once for another worker."""
-    stmt = update(Job).values(
-        status=READY,
+    return await _update_owned(
+        session,
+        job_id,
+        worker_id,
+        attempt,
+        status=JobStatus.READY,
         attempts=Job.attempts - 1,
         run_at=now,
         locked_by=None,
         locked_until=None,
         updated_at=now,
-    )
-    return (
-        await _rowcount(session, _owned(stmt, job_id=job_id, worker_id=worker_id, attempt=attempt))
-        == 1
     )
 
 
@@ -321,15 +311,18 @@ async def recover_expired(
 ) -> list[LostJob]:
     """Jobs whose lease ran out (their worker died or hung) become due again, or dead when
     that was their last attempt; `scheduled_kinds` never die, they start their attempts over."""
-    expired: ColumnElement[bool] = and_(Job.status == RUNNING, Job.locked_until < now)
+    expired: ColumnElement[bool] = and_(Job.status == JobStatus.RUNNING, Job.locked_until < now)
     error = "lease expired: the worker was lost during this attempt"
     exhausted = Job.attempts >= Job.max_attempts
     stmt = (
         update(Job)
         .where(expired)
         .values(
+            # Plain strings: a CASE result has no column to take its type from, and SQLAlchemy
+            # gives an enum member none (the driver would get an untyped parameter).
             status=case(
-                (and_(exhausted, Job.kind.not_in(list(scheduled_kinds))), DEAD), else_=READY
+                (and_(exhausted, Job.kind.not_in(list(scheduled_kinds))), JobStatus.DEAD.value),
+                else_=JobStatus.READY.value,
             ),
             attempts=case(
                 (and_(exhausted, Job.kind.in_(list(scheduled_kinds))), 0), else_=Job.attempts
@@ -380,7 +373,7 @@ async def ensure_scheduled(
     if not created:
         await session.execute(
             update(Job)
-            .where(Job.unique_key == unique_key, Job.status == READY, Job.run_at > latest)
+            .where(Job.unique_key == unique_key, Job.status == JobStatus.READY, Job.run_at > latest)
             .values(run_at=latest, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -416,20 +409,30 @@ async def retry_dead(
     kind: str | None = None,
 ) -> list[int]:
     """Dead jobs back to ready with their attempts reset (all of them when `job_ids` is None)."""
-    stmt = update(Job).where(Job.status == DEAD)
+    which: list[ColumnElement[bool]] = [Job.status == JobStatus.DEAD]
     if job_ids is not None:
-        stmt = stmt.where(Job.id.in_(list(job_ids)))
+        which.append(Job.id.in_(list(job_ids)))
     if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
+        which.append(Job.kind == kind)
+    return await _start_over(session, *which, now=now)
+
+
+async def _start_over(
+    session: AsyncSession, *which: ColumnElement[bool], now: datetime, **also: Any
+) -> list[int]:
+    """Finished jobs back to ready, due now, with all their attempts again; their ids."""
     stmt = (
-        stmt.values(
-            status=READY,
+        update(Job)
+        .where(*which)
+        .values(
+            status=JobStatus.READY,
             attempts=0,
             run_at=now,
             finished_at=None,
             locked_by=None,
             locked_until=None,
             updated_at=now,
+            **also,
         )
         .returning(Job.id)
         .execution_options(synchronize_session=False)
@@ -448,17 +451,17 @@ async def stats(session: AsyncSession, *, now: datetime) -> QueueStats:
     counts = (
         await session.execute(
             select(Job.kind, Job.status, func.count())
-            .where(Job.status.in_([READY, DEAD]))
+            .where(Job.status.in_([JobStatus.READY, JobStatus.DEAD]))
             .group_by(Job.kind, Job.status)
         )
     ).all()
     ready: dict[str, int] = {}
     dead: dict[str, int] = {}
     for kind, status, count in counts:
-        (ready if status == READY else dead)[kind] = int(count)
+        (ready if status == JobStatus.READY else dead)[kind] = int(count)
     # Scheduled kinds wait in `ready` for their next slot: only jobs already due are "late".
     oldest = await session.scalar(
-        select(func.min(Job.run_at)).where(Job.status == READY, Job.run_at <= now)
+        select(func.min(Job.run_at)).where(Job.status == JobStatus.READY, Job.run_at <= now)
     )
     return QueueStats(ready, dead, oldest)
 
@@ -469,7 +472,7 @@ async def delete_finished_before(
     """Delete up to `limit` done jobs finished before `before` (a bounded batch per call)."""
     batch = (
         select(Job.id)
-        .where(Job.status == DONE, Job.finished_at < before)
+        .where(Job.status == JobStatus.DONE, Job.finished_at < before)
         .order_by(Job.id)
         .limit(limit)
         .scalar_subquery()
@@ -481,22 +484,10 @@ async def delete_finished_before(
 async def rearm(session: AsyncSession, *, unique_key: str, now: datetime) -> bool:
     """Put the finished (done or dead) job with `unique_key` back to ready, attempts reset;
     False when there is none (the caller enqueues a new one) or it is still queued/running."""
-    result: Any = await session.execute(
-        update(Job)
-        .where(Job.unique_key == unique_key, Job.status.in_((JobStatus.DONE, JobStatus.DEAD)))
-        .values(
-            status=JobStatus.READY,
-            attempts=0,
-            run_at=now,
-            finished_at=None,
-            locked_by=None,
-            locked_until=None,
-            last_error=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    finished = Job.status.in_((JobStatus.DONE, JobStatus.DEAD))
+    return bool(
+        await _start_over(session, Job.unique_key == unique_key, finished, now=now, last_error=None)
     )
-    return bool(result.rowcount)
 
 
 async def exists(session: AsyncSession, unique_key: str) -> bool:

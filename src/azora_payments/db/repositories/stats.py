@@ -12,8 +12,8 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job, Payment, Refund, RefundApproval, WebhookEvent
-from azora_payments.db.repositories import events, jobs
-from azora_payments.domain.statuses import PaymentStatus
+from azora_payments.db.repositories import events
+from azora_payments.domain.statuses import JobStatus, PaymentStatus
 
 FINAL_DISPUTE_STATUSES = ("won", "lost", "warning_closed")
 
@@ -115,11 +115,11 @@ async def attention(session: AsyncSession, *, now: datetime) -> Attention:
         .scalar_subquery(),
         select(func.max(WebhookEvent.stripe_created)).scalar_subquery(),
         _count(RefundApproval.status == "pending"),
-        _count(Job.status == jobs.DEAD),
-        _count(Job.status == jobs.READY),
+        _count(Job.status == JobStatus.DEAD),
+        _count(Job.status == JobStatus.READY),
         # Scheduled kinds wait in `ready` for their next slot: only jobs already due are late.
         select(func.min(Job.run_at))
-        .where(Job.status == jobs.READY, Job.run_at <= now)
+        .where(Job.status == JobStatus.READY, Job.run_at <= now)
         .scalar_subquery(),
     )
     row = (await session.execute(query)).one()

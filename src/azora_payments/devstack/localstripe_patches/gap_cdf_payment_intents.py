@@ -22,7 +22,7 @@ from azora_payments.devstack.localstripe_patches._base import (
     invalid,
 )
 from azora_payments.devstack.localstripe_patches.gap_e_charges import card_error
-from azora_payments.devstack.localstripe_patches.gap_i_lists import listing
+from azora_payments.devstack.localstripe_patches.gap_i_lists import equal_to, filtered_list
 
 PI_STORED_PARAMS = (
     "description",
@@ -332,27 +332,6 @@ def _pi_api_authenticate(original: Callable[..., Any]) -> Any:
     return classmethod(authenticate)
 
 
-def _pi_list(
-    cls: Any,
-    /,
-    url: str,
-    customer: str | None = None,
-    created: Any = None,
-    limit: Any = None,
-    starting_after: str | None = None,
-    ending_before: str | None = None,
-) -> Any:
-    return listing(
-        url,
-        "payment_intent",
-        where=lambda pi: customer is None or pi.customer == customer,
-        created=created,
-        limit=limit,
-        starting_after=starting_after,
-        ending_before=ending_before,
-    )
-
-
 def install() -> None:
     pi = R.PaymentIntent
     pi.__init__ = _pi_init(pi.__init__)
@@ -368,4 +347,4 @@ def install() -> None:
     pi._api_confirm = classmethod(_pi_api_confirm)
     pi._api_cancel = _pi_api_cancel(pi._api_cancel)
     pi._api_authenticate = _pi_api_authenticate(pi._api_authenticate)
-    pi._api_list_all = classmethod(_pi_list)
+    pi._api_list_all = filtered_list("payment_intent", equal_to("customer"))

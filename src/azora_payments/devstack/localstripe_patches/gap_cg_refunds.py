@@ -19,7 +19,7 @@ from azora_payments.devstack.localstripe_patches._base import (
     invalid,
     later,
 )
-from azora_payments.devstack.localstripe_patches.gap_i_lists import listing
+from azora_payments.devstack.localstripe_patches.gap_i_lists import equal_to, filtered_list
 
 REFUND_REASONS = (None, "duplicate", "fraudulent", "requested_by_customer")
 
@@ -115,31 +115,6 @@ def _fail_refund(refund: Any) -> None:
     emit("refund.failed", refund)
 
 
-def _refund_list(
-    cls: Any,
-    /,
-    url: str,
-    charge: str | None = None,
-    payment_intent: str | None = None,
-    created: Any = None,
-    limit: Any = None,
-    starting_after: str | None = None,
-    ending_before: str | None = None,
-) -> Any:
-    return listing(
-        url,
-        "refund",
-        where=lambda r: (
-            (charge is None or r.charge == charge)
-            and (payment_intent is None or r.payment_intent == payment_intent)
-        ),
-        created=created,
-        limit=limit,
-        starting_after=starting_after,
-        ending_before=ending_before,
-    )
-
-
 def install() -> None:
     R.Refund.__init__ = _refund_init(R.Refund.__init__)
-    R.Refund._api_list_all = classmethod(_refund_list)
+    R.Refund._api_list_all = filtered_list("refund", equal_to("charge", "payment_intent"))

@@ -26,7 +26,7 @@ from azora_payments.devstack.localstripe_patches._base import (
     later,
 )
 from azora_payments.devstack.localstripe_patches.gap_h_disputes import open_dispute
-from azora_payments.devstack.localstripe_patches.gap_i_lists import listing
+from azora_payments.devstack.localstripe_patches.gap_i_lists import equal_to, filtered_list
 
 
 def _charge_init(original: Callable[..., None]) -> Callable[..., None]:
@@ -143,31 +143,6 @@ def _charge_amount_captured(self: Any) -> int:
     return int(self.amount) if self.captured and self.status == "succeeded" else 0
 
 
-def _charge_list(
-    cls: Any,
-    /,
-    url: str,
-    customer: str | None = None,
-    payment_intent: str | None = None,
-    created: Any = None,
-    limit: Any = None,
-    starting_after: str | None = None,
-    ending_before: str | None = None,
-) -> Any:
-    return listing(
-        url,
-        "charge",
-        where=lambda c: (
-            (customer is None or c.customer == customer)
-            and (payment_intent is None or c.payment_intent == payment_intent)
-        ),
-        created=created,
-        limit=limit,
-        starting_after=starting_after,
-        ending_before=ending_before,
-    )
-
-
 async def add_decline(request: web.Request) -> web.Response:
     """``POST /_azora/declines``: JSON ``decline_code`` (Stripe's: ``stolen_card``,
     ``pickup_card``, …), optional ``code`` (``card_declined``), ``message``, ``card`` (a card
@@ -204,7 +179,7 @@ def install() -> None:
     ch._initialize_charge = _charge_initialize(ch._initialize_charge)
     ch.amount_refunded = property(_charge_amount_refunded)
     ch.amount_captured = property(_charge_amount_captured)
-    ch._api_list_all = classmethod(_charge_list)
+    ch._api_list_all = filtered_list("charge", equal_to("customer", "payment_intent"))
 
 
 def register_routes(app: web.Application) -> None:

@@ -16,7 +16,7 @@ from azora_payments.devstack.localstripe_patches._base import (
     emit,
     invalid,
 )
-from azora_payments.devstack.localstripe_patches.gap_i_lists import listing
+from azora_payments.devstack.localstripe_patches.gap_i_lists import equal_to, filtered_list
 
 EVIDENCE_FIELDS = (
     "access_activity_log billing_address cancellation_policy cancellation_policy_disclosure "
@@ -119,29 +119,7 @@ class Dispute(R.StripeObject):  # type: ignore[misc]
         dispute._close("lost")
         return dispute
 
-    @classmethod
-    def _api_list_all(
-        cls,
-        url: str,
-        charge: str | None = None,
-        payment_intent: str | None = None,
-        created: Any = None,
-        limit: Any = None,
-        starting_after: str | None = None,
-        ending_before: str | None = None,
-    ) -> Any:
-        return listing(
-            url,
-            "dispute",
-            where=lambda d: (
-                (charge is None or d.charge == charge)
-                and (payment_intent is None or d.payment_intent == payment_intent)
-            ),
-            created=created,
-            limit=limit,
-            starting_after=starting_after,
-            ending_before=ending_before,
-        )
+    _api_list_all = filtered_list("dispute", equal_to("charge", "payment_intent"))
 
     def _close(self, status: str) -> None:
         self.status = status

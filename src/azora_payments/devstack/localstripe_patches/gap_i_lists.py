@@ -85,32 +85,59 @@ def listing(
     return li
 
 
-def _events_list(
-    cls: Any,
-    /,
-    url: str,
+Where = Callable[[Any], bool]
+
+
+def equal_to(*names: str) -> Callable[..., Where]:
+    """The filters of a list whose parameters each ask for one value of the attribute they name;
+    a parameter not given matches every object."""
+
+    def where_from_params(**params: Any) -> Where:
+        unknown = sorted(params.keys() - set(names))
+        if unknown:
+            # What the list's signature said before it was shared: an unknown parameter fails.
+            raise TypeError(f"list got an unexpected keyword argument {unknown[0]!r}")
+        return lambda obj: all(
+            value is None or getattr(obj, name) == value for name, value in params.items()
+        )
+
+    return where_from_params
+
+
+def filtered_list(object_name: str, where_from_params: Callable[..., Where]) -> Any:
+    """A resource's ``_api_list_all`` (a classmethod): :func:`listing` of ``object_name`` with the
+    paging parameters every list takes, and its own filters read by ``where_from_params``."""
+
+    def list_all(
+        cls: Any,
+        /,
+        url: str,
+        created: Any = None,
+        limit: Any = None,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+        **params: Any,
+    ) -> Any:
+        return listing(
+            url,
+            object_name,
+            where=where_from_params(**params),
+            created=created,
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+        )
+
+    return classmethod(list_all)
+
+
+def _events_where(
     type: str | None = None,
     types: list[str] | None = None,
-    created: Any = None,
-    limit: Any = None,
-    starting_after: str | None = None,
-    ending_before: str | None = None,
     delivery_success: Any = None,
-) -> Any:
+) -> Where:
     patterns = ([type] if type else []) + list(types or [])
-
-    def where(event: Any) -> bool:
-        return not patterns or any(fnmatch.fnmatchcase(event.type, p) for p in patterns)
-
-    return listing(
-        url,
-        "event",
-        where=where,
-        created=created,
-        limit=limit,
-        starting_after=starting_after,
-        ending_before=ending_before,
-    )
+    return lambda event: not patterns or any(fnmatch.fnmatchcase(event.type, p) for p in patterns)
 
 
 def newest_first(cls: Any) -> None:
@@ -140,4 +167,4 @@ def _event_init(original: Callable[..., None]) -> Callable[..., None]:
 def install() -> None:
     R.StripeObject.__init__ = _stamp_sequence(R.StripeObject.__init__)
     R.Event.__init__ = _event_init(R.Event.__init__)
-    R.Event._api_list_all = classmethod(_events_list)
+    R.Event._api_list_all = filtered_list("event", _events_where)
