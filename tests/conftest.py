@@ -27,9 +27,9 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings, load_settings
 from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import Base
+from azora_payments.devstack.processes import free_port as free_port
+from azora_payments.devstack.processes import wait_http as wait_http
 from azora_payments.services import Services
-from tests.processes import free_port as free_port
-from tests.processes import wait_http as wait_http
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

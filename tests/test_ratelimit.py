@@ -15,11 +15,11 @@ from limits import parse
 
 from azora_payments.app import create_app
 from azora_payments.config import Settings
+from azora_payments.devstack.processes import running_servers
 from azora_payments.errors import RateLimited
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.services import Services
 from tests.conftest import app_client, bearer, free_port, make_settings, make_token, server_env
-from tests.processes import running_servers
 
 AUDIT = "/api/audit"
 

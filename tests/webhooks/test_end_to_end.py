@@ -22,6 +22,7 @@ from azora_payments.config import Settings
 from azora_payments.db.models import Job, Payment, WebhookEvent
 from azora_payments.db.types import utcnow
 from azora_payments.devstack.emulator import configure_webhook
+from azora_payments.devstack.processes import start_server
 from azora_payments.domain import reconcile
 from azora_payments.jobs.events import replay_command
 from azora_payments.services import Services
@@ -36,7 +37,6 @@ from tests.conftest import (
     open_services,
     server_env,
     unique_user,
-    wait_http,
 )
 from tests.webhooks.conftest import (
     event,
@@ -84,20 +84,10 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def server(e2e_settings: Settings) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-        env=server_env(e2e_settings, RATE_LIMIT_IP="100000/minute"),
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz", proc=proc)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
+def server(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    env = server_env(e2e_settings, RATE_LIMIT_IP="100000/minute")
+    with start_server(env, tmp_path / "server.log") as process:
+        yield process.url
 
 
 async def stripe_post(base: str, path: str, data: dict[str, Any]) -> dict[str, Any]:
