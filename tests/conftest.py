@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import Base
 from azora_payments.devstack.processes import free_port as free_port
 from azora_payments.devstack.processes import wait_http as wait_http
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.services import Services
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -159,8 +161,12 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(settings)
+async def open_services(
+    settings: Settings, *, stripe: StripeGateway | None = None
+) -> AsyncIterator[Services]:
+    """The services of `settings` (on `stripe`, e.g. tests/fake_stripe's, if given), closed
+    at the end."""
+    svc = Services(settings, stripe=stripe)
     try:
         yield svc
     finally:
@@ -184,16 +190,67 @@ async def asgi_client(
         yield http
 
 
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings) as svc:
-        yield svc
+def _taking(*names: str) -> inspect.Signature:
+    """A signature of keyword parameters `names`: the fixtures pytest passes a made fixture."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
 
 
-@pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(settings, services) as http:
-        yield http
+def services_fixture(settings: str, *, name: str, stripe: str | None = None) -> Any:
+    """A fixture `name`: the services of the settings fixture `settings` (on the gateway
+    fixture `stripe` if given), closed after the test. The one way a suite gets its services:
+
+        receipt_services = services_fixture("receipt_settings", name="receipt_services")
+    """
+
+    async def made(**fixtures: Any) -> AsyncIterator[Services]:
+        gateway = fixtures[stripe] if stripe is not None else None
+        async with open_services(fixtures[settings], stripe=gateway) as svc:
+            yield svc
+
+    made.__signature__ = _taking(settings, *([stripe] if stripe else []))  # type: ignore[attr-defined]
+    made.__name__ = made.__qualname__ = name
+    return pytest.fixture(name=name)(made)
+
+
+def client_fixture(
+    settings: str,
+    services: str,
+    *,
+    name: str,
+    client_addr: tuple[str, int] = ("203.0.113.7", 4321),
+    base_url: str = "http://testserver",
+) -> Any:
+    """A fixture `name`: an ASGI client (`asgi_client`) on the app of the fixtures `settings`
+    and `services`."""
+
+    async def made(**fixtures: Any) -> AsyncIterator[httpx.AsyncClient]:
+        async with asgi_client(
+            fixtures[settings], fixtures[services], client_addr=client_addr, base_url=base_url
+        ) as http:
+            yield http
+
+    made.__signature__ = _taking(settings, services)  # type: ignore[attr-defined]
+    made.__name__ = made.__qualname__ = name
+    return pytest.fixture(name=name)(made)
+
+
+def stack_fixtures(
+    settings: str, *, services: str, client: str, stripe: str | None = None, **options: Any
+) -> tuple[Any, Any]:
+    """The settings → services → ASGI client stack of a suite, as its two fixtures:
+
+    receipt_services, receipt_api = stack_fixtures(
+        "receipt_settings", services="receipt_services", client="receipt_api"
+    )
+    """
+    return (
+        services_fixture(settings, name=services, stripe=stripe),
+        client_fixture(settings, services, name=client, **options),
+    )
+
+
+services, client = stack_fixtures("settings", services="services", client="client")
 
 
 def make_token(
@@ -290,21 +347,10 @@ def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> 
     return emulator_settings(database_url, tmp_path, stripe_emulator)
 
 
-@pytest.fixture
-async def stripe_services(stripe_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(stripe_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def api(
-    stripe_settings: Settings, stripe_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app wired to the emulator, over ASGI."""
-    async with asgi_client(
-        stripe_settings, stripe_services, client_addr=("203.0.113.9", 4321)
-    ) as http:
-        yield http
+# The app wired to the emulator, over ASGI.
+stripe_services, api = stack_fixtures(
+    "stripe_settings", services="stripe_services", client="api", client_addr=("203.0.113.9", 4321)
+)
 
 
 async def emulator_faults(base_url: str, **fault: Any) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.conftest import make_settings, server_env
+from tests.conftest import make_settings, server_env, services_fixture
 from tests.jobs import kinds_for_tests
 
 from azora_payments.config import Settings
@@ -45,11 +45,7 @@ def job_settings(job_db: str, tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-async def job_services(job_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(job_settings)
-    yield svc
-    await svc.close()
+job_services = services_fixture("job_settings", name="job_services")
 
 
 async def jobs_by_id(services: Services, *, all_kinds: bool = False) -> dict[int, Job]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,12 @@ from azora_payments.services import Services
 from tests.conftest import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
-    asgi_client,
     bearer,
     emulator_settings,
     free_port,
     make_token,
-    open_services,
     server_env,
+    stack_fixtures,
     unique_user,
 )
 from tests.webhooks.conftest import (
@@ -57,18 +56,9 @@ def e2e_settings(database_url: str, tmp_path: Path, own_emulator: str) -> Settin
     return emulator_settings(database_url, tmp_path, own_emulator, reconcile_after_seconds=1)
 
 
-@pytest.fixture
-async def e2e_services(e2e_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(e2e_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def e2e_api(
-    e2e_settings: Settings, e2e_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(e2e_settings, e2e_services, client_addr=("203.0.113.20", 4321)) as http:
-        yield http
+e2e_services, e2e_api = stack_fixtures(
+    "e2e_settings", services="e2e_services", client="e2e_api", client_addr=("203.0.113.20", 4321)
+)
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
