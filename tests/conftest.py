@@ -173,20 +173,34 @@ async def open_services(
         await svc.close()
 
 
+CLIENT_ADDR = ("203.0.113.7", 4321)
+# httpx.ASGITransport's own client address, for a test whose peer is "nobody in particular".
+ASGI_DEFAULT_CLIENT = ("127.0.0.1", 123)
+
+
+@contextlib.asynccontextmanager
+async def over_asgi(
+    app: Any, *, client_addr: tuple[str, int] = CLIENT_ADDR, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on `app` over ASGI (no network), as if from `client_addr`."""
+    transport = httpx.ASGITransport(app=app, client=client_addr)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+        yield http
+
+
 @contextlib.asynccontextmanager
 async def asgi_client(
     settings: Settings,
     services: Services,
     *,
-    client_addr: tuple[str, int] = ("203.0.113.7", 4321),
+    client_addr: tuple[str, int] = CLIENT_ADDR,
     app: Any = None,
     base_url: str = "http://testserver",
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client over ASGI (no network), as if from `client_addr`, on the app built from
-    `settings` and `services` (or on `app`, e.g. one a test added routes to)."""
+    """`over_asgi` on the app built from `settings` and `services` (or on `app`, e.g. one a
+    test added routes to)."""
     application = app if app is not None else create_app(settings, services=services)
-    transport = httpx.ASGITransport(app=application, client=client_addr)
-    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+    async with over_asgi(application, client_addr=client_addr, base_url=base_url) as http:
         yield http
 
 
@@ -218,7 +232,7 @@ def client_fixture(
     services: str,
     *,
     name: str,
-    client_addr: tuple[str, int] = ("203.0.113.7", 4321),
+    client_addr: tuple[str, int] = CLIENT_ADDR,
     base_url: str = "http://testserver",
 ) -> Any:
     """A fixture `name`: an ASGI client (`asgi_client`) on the app of the fixtures `settings`
@@ -387,15 +401,14 @@ def sqlite_database_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def app_client(
-    settings: Settings, *, client_addr: tuple[str, int] = ("203.0.113.7", 4321), app: Any = None
+    settings: Settings, *, client_addr: tuple[str, int] = CLIENT_ADDR, app: Any = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on a fresh app (or the given one) built from `settings`, services closed
-    at the end."""
+    """`asgi_client` on services of its own (closed at the end), for a test that needs only the
+    client; a given `app` is handed those services."""
     async with open_services(settings) as svc:
-        application = app if app is not None else create_app(settings, services=svc)
-        application.state.services = svc
-        transport = httpx.ASGITransport(app=application, client=client_addr)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        if app is not None:
+            app.state.services = svc
+        async with asgi_client(settings, svc, client_addr=client_addr, app=app) as http:
             yield http
 
 
