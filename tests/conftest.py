@@ -377,6 +377,17 @@ async def emulator_clear_faults(base_url: str) -> None:
         (await http.delete(f"{base_url}/_azora/faults")).raise_for_status()
 
 
+@contextlib.asynccontextmanager
+async def emulator_faulted(base_url: str, **fault: Any) -> AsyncIterator[None]:
+    """The emulator answers with `fault` (as `emulator_faults`) inside the block; cleared
+    after it, whatever happens in it."""
+    await emulator_faults(base_url, **fault)
+    try:
+        yield
+    finally:
+        await emulator_clear_faults(base_url)
+
+
 async def emulator_count(base_url: str, key: str) -> int:
     async with httpx.AsyncClient() as http:
         counts = (await http.get(f"{base_url}/_azora/requests")).json()

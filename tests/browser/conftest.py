@@ -40,6 +40,8 @@ CHROMIUM = os.environ.get("AZORA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("AZORA_CHROMEDRIVER", "/usr/bin/chromedriver")
 REQUIRE_PACKAGES = os.environ.get("AZORA_REQUIRE_PACKAGES") == "1"
 SCREENSHOTS = Path(os.environ.get("AZORA_TEST_OUTPUT", ROOT / "test-output")) / "screenshots"
+PUBLISHABLE_KEY = "pk_test_" + "azora" * 6
+CHECKOUT_ENV = {"CHECKOUT_ENABLED": "true", "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
 DESKTOP_WIDTH = 1280
 PHONE_WIDTH = 390
 CHROMIUM_FLAGS = (
@@ -210,6 +212,12 @@ def start_stack(browser_database_url: str, tmp_path: Path) -> Iterator[Callable[
 @pytest.fixture
 def stack(start_stack: Callable[..., Stack]) -> Stack:
     return start_stack()
+
+
+@pytest.fixture
+def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
+    """A stack serving the checkout page."""
+    return start_stack(**CHECKOUT_ENV)
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 45.0, what: str = "") -> None:
