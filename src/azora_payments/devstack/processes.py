@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+# The checkout (scripts/bootstrap installs the package editable): processes run there, so that
+# `python -m` finds `tests.…` and `bench` modules a test or a benchmark asks a worker to import.
 ROOT = Path(__file__).resolve().parents[3]
 COMMAND = (sys.executable, "-m", "azora_payments.cli")
 START_SECONDS = float(os.environ.get("AZORA_START_SECONDS", "180"))
