@@ -14,31 +14,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import secrets
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 import asyncpg
 import httpx
 
 from azora_payments.db.migrate import upgrade
+from azora_payments.devstack.processes import ServiceProcess
 from history_bench import HEAVY_USER, JWT_SECRET, load, pct
 from machine import (
     ADMIN_URL,
     admin,
-    cpu_model,
-    free_port,
+    header,
     loadavg,
-    pg_version,
+    service_env,
+    start_bench_server,
     stop_server,
-    wait_http,
 )
 
 COOKIE = "__Host-azora-console"
@@ -130,47 +124,21 @@ def main() -> None:
     if not 300_000 <= args.payments <= 5_000_000 or not 1 <= args.requests <= 10_000:
         parser.error("--payments 300000..5000000, --requests 1..10000")
 
-    print("# console_bench: every /console page through one server process")
-    print(
-        f"# machine: nproc={os.cpu_count()}, cpu={cpu_model()!r}, "
-        f"PostgreSQL {asyncio.run(pg_version())}, Python {platform.python_version()}, "
-        f"load average {loadavg()}"
-    )
+    header("console_bench: every /console page through one server process")
     name = f"azora_bench_console_{uuid.uuid4().hex[:8]}"
     url = args.database_url or ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     if args.database_url is None:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    server: subprocess.Popen[bytes] | None = None
-    log: BinaryIO | None = None
+    server: ServiceProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="azora-bench-"))
     try:
         upgrade(url)
         if args.database_url is None:
             asyncio.run(load(url, args.payments))
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))},
-            "AZORA_ENV": "production",
-            "CONSOLE_ENABLED": "true",
-            "LOG_LEVEL": "WARNING",
-            "DATABASE_URL": url,
-            "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(12),
-            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
-            "STRIPE_API_BASE": "http://127.0.0.1:9",  # no page calls Stripe
-            "JWT_SECRET": JWT_SECRET,
-            "RECEIPT_STORAGE": str(workdir / "receipts"),
-            "RATE_LIMIT_USER": "1000000/minute",
-            "RATE_LIMIT_IP": "1000000/minute",
-        }
-        log = (workdir / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/readyz", server)
+        # No page calls Stripe: its base stays out of reach.
+        env = service_env(url, workdir, JWT_SECRET=JWT_SECRET, CONSOLE_ENABLED="true")
+        server = start_bench_server(env, workdir)
+        base = server.url
         headers = sign_in(base)
         payment_id = asyncio.run(sample_payment(url))
 
@@ -188,7 +156,7 @@ def main() -> None:
             )
         print(f"# load average after: {loadavg()}; aim: every page under 50 ms")
     finally:
-        stop_server(server, log, workdir)
+        stop_server(server, workdir)
         if args.database_url is None:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

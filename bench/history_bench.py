@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import asyncpg
 import httpx
@@ -36,16 +32,16 @@ from sqlalchemy import event
 from azora_payments.db.migrate import upgrade
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.session import Database
+from azora_payments.devstack.processes import ServiceProcess
 from azora_payments.pagination import encode_cursor
 from machine import (
     ADMIN_URL,
     admin,
-    cpu_model,
-    free_port,
+    header,
     loadavg,
-    pg_version,
+    service_env,
+    start_bench_server,
     stop_server,
-    wait_http,
 )
 
 JWT_SECRET = secrets.token_urlsafe(48)
@@ -287,44 +283,19 @@ def main() -> None:
     if not 300_000 <= args.payments <= 5_000_000 or not 1 <= args.requests <= 10_000:
         parser.error("--payments 300000..5000000, --requests 1..10000")
 
-    print("# history_bench: GET /api/payments/history through one server process")
-    print(
-        f"# machine: nproc={os.cpu_count()}, cpu={cpu_model()!r}, "
-        f"PostgreSQL {asyncio.run(pg_version())}, Python {platform.python_version()}, "
-        f"load average {loadavg()}"
-    )
+    header("history_bench: GET /api/payments/history through one server process")
     name = f"azora_bench_hist_{uuid.uuid4().hex[:8]}"
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    server: subprocess.Popen[bytes] | None = None
-    log: BinaryIO | None = None
+    server: ServiceProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="azora-bench-"))
     try:
         upgrade(url)
         asyncio.run(load(url, args.payments))
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))},
-            "AZORA_ENV": "production",
-            "LOG_LEVEL": "WARNING",
-            "DATABASE_URL": url,
-            "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(12),
-            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
-            "STRIPE_API_BASE": "http://127.0.0.1:9",  # never called by history
-            "JWT_SECRET": JWT_SECRET,
-            "RECEIPT_STORAGE": str(workdir / "receipts"),
-            "RATE_LIMIT_USER": "1000000/minute",
-            "RATE_LIMIT_IP": "1000000/minute",
-        }
-        log = (workdir / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/readyz", server)
+        # Stripe is never called by history: its base stays out of reach.
+        env = service_env(url, workdir, JWT_SECRET=JWT_SECRET)
+        server = start_bench_server(env, workdir)
+        base = server.url
         heavy, operator = token(HEAVY_USER), token("ops_1", roles=["admin"])
 
         print()
@@ -353,7 +324,7 @@ def main() -> None:
             for line in plan:
                 print("    " + line)
     finally:
-        stop_server(server, log, workdir)
+        stop_server(server, workdir)
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

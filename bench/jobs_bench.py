@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import AuditRecord, Job
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
+from azora_payments.devstack.processes import running_workers
 from azora_payments.jobs import enqueue
 
 HERE = Path(__file__).resolve().parent
@@ -67,10 +66,8 @@ async def done_count(db: Database) -> int:
     return int(value or 0)
 
 
-def start_workers(
-    url: str, workers: int, concurrency: int, logdir: Path
-) -> list[subprocess.Popen[bytes]]:
-    env = {
+def worker_env(url: str) -> dict[str, str]:
+    return {
         **os.environ,
         "AZORA_ENV": "dev",
         "DATABASE_URL": url,
@@ -78,60 +75,20 @@ def start_workers(
         "WORKER_POLL_SECONDS": "0.05",
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
-    procs = []
-    for n in range(workers):
-        out = (logdir / f"worker-{n}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "azora_payments.cli",
-                    "worker",
-                    "--import",
-                    "jobs_bench_kinds",
-                    "--concurrency",
-                    str(concurrency),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    return procs
-
-
-def wait_started(logdir: Path, workers: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        started = sum(
-            '"worker started"' in (logdir / f"worker-{n}.log").read_text(errors="replace")
-            for n in range(workers)
-        )
-        if started == workers:
-            return
-        time.sleep(0.05)
-    raise TimeoutError("workers did not start")
 
 
 async def throughput(url: str, *, jobs: int, workers: int, concurrency: int) -> None:
     db = Database(url, pool_size=2)
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp)
-        procs = start_workers(url, workers, concurrency, logdir)
-        try:
-            await asyncio.to_thread(wait_started, logdir, workers)
+        args = ["--import", "jobs_bench_kinds", "--concurrency", str(concurrency)]
+        # Starting (and stopping) blocks the loop, which has nothing else to run meanwhile.
+        with running_workers(worker_env(url), logdir, workers, args=args):
             await fill(db, jobs)
             started = time.perf_counter()
             while (done := await done_count(db)) < jobs:
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(30)
     await db.dispose()
     print(f"throughput: {jobs} no-op jobs, {workers} worker processes x concurrency {concurrency}")
     print(f"  {done} done in {elapsed:.2f} s = {jobs / elapsed:,.0f} jobs/s")

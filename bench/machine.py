@@ -1,21 +1,21 @@
 """What every benchmark shares: the machine's description, the PostgreSQL admin connection,
-a process's CPU time, and starting a server on a free loopback port."""
+a process's CPU time, and a server's environment, start and stop (through the package's
+process helper, `azora_payments.devstack.processes`, which the tests use too)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import platform
+import secrets
 import shutil
 import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
-from typing import IO
 
 import asyncpg
-import httpx
+
+from azora_payments.devstack.processes import ServiceProcess, start_server
+from azora_payments.devstack.processes import free_port as free_port
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,41 +68,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def service_env(database_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """A benchmark server's environment: production rules, made-up secrets, Stripe out of
+    reach (unless `overrides` says where it is), the rate limits lifted (one client address
+    and a few users make every request), receipts in `workdir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
+    env.pop("AZORA_CRASH_AT", None)
+    env.update(
+        {
+            "AZORA_ENV": "production",
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_URL": database_url,
+            "STRIPE_SECRET_KEY": "sk_test_" + secrets.token_hex(12),
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
+            "STRIPE_API_BASE": "http://127.0.0.1:9",
+            "RECEIPT_STORAGE": str(workdir / "receipts"),
+            "RATE_LIMIT_USER": "1000000/minute",
+            "RATE_LIMIT_IP": "1000000/minute",
+            **overrides,
+        }
+    )
+    return env
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+def start_bench_server(env: dict[str, str], workdir: Path) -> ServiceProcess:
+    """`serve` on a free port, ready (`/readyz` 200) when returned; its log `workdir/server.log`."""
+    return start_server(env, workdir / "server.log", ready_path="/readyz")
 
 
-def stop_server(
-    server: subprocess.Popen[bytes] | None, log: IO[bytes] | None, workdir: Path
-) -> None:
+def stop_server(server: ServiceProcess | None, workdir: Path) -> None:
     """Stop a benchmark's server; keep its folder (and say where its log is) if it died badly."""
-    if server is not None and server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    if log is not None:
-        log.close()
-    if server is not None and server.returncode not in (0, -signal.SIGTERM):
-        print(f"# server exited with {server.returncode}; its log: {workdir / 'server.log'}")
+    code = server.stop() if server is not None else 0
+    if server is not None and code not in (0, -signal.SIGTERM):
+        print(f"# server exited with {code}; its log: {server.log_path}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -17,15 +17,12 @@ import argparse
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import asyncpg
 import httpx
@@ -33,16 +30,17 @@ import jwt
 
 from azora_payments.db.migrate import upgrade
 from azora_payments.devstack.emulator import EmulatorProcess
+from azora_payments.devstack.processes import ServiceProcess
 from machine import (
     ADMIN_URL,
     TICK,
     admin,
     cpu_seconds,
-    free_port,
     header,
     loadavg,
+    service_env,
+    start_bench_server,
     stop_server,
-    wait_http,
 )
 
 STRIPE_KEY = "sk_test_" + secrets.token_hex(12)
@@ -206,40 +204,23 @@ def main() -> None:
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     emulator = EmulatorProcess(webhook_delay=0.0)
-    server: subprocess.Popen[bytes] | None = None
-    log: BinaryIO | None = None
+    server: ServiceProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="azora-bench-"))
     try:
         upgrade(url)
         emu = emulator.start()
         emu_proc = emulator._process  # its pid, for CPU time
         assert emu_proc is not None
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))},
-            "AZORA_ENV": "production",
-            "LOG_LEVEL": "WARNING",
-            "DATABASE_URL": url,
-            "STRIPE_SECRET_KEY": STRIPE_KEY,
-            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
-            "STRIPE_API_BASE": emu,
-            "STRIPE_MAX_NETWORK_RETRIES": "1",
-            "JWT_SECRET": JWT_SECRET,
-            "RECEIPT_STORAGE": str(workdir / "receipts"),
-            # The benchmark is one client address and a few users: lift the limits.
-            "RATE_LIMIT_USER": "1000000/minute",
-            "RATE_LIMIT_IP": "1000000/minute",
-        }
-        env.pop("AZORA_CRASH_AT", None)
-        log = (workdir / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        env = service_env(
+            url,
+            workdir,
+            STRIPE_SECRET_KEY=STRIPE_KEY,
+            STRIPE_API_BASE=emu,
+            STRIPE_MAX_NETWORK_RETRIES="1",
+            JWT_SECRET=JWT_SECRET,
         )
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/readyz", server)
+        server = start_bench_server(env, workdir)
+        base = server.url
         print(f"# emulator {emu}, server pid {server.pid} (1 process), {args.users} buyers/level")
         print(
             "# each level starts from an empty emulator (its cost per request grows with the "
@@ -297,7 +278,7 @@ def main() -> None:
             f"{os.cpu_count()} cores; load average after: {loadavg()}."
         )
     finally:
-        stop_server(server, log, workdir)
+        stop_server(server, workdir)
         emulator.stop()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import Payment
 from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
+from azora_payments.devstack.processes import start_worker
 from azora_payments.domain import receipts
 from azora_payments.domain.receipt_content import ReceiptDocument
 from azora_payments.ids import new_id
@@ -133,21 +132,8 @@ async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
             "WORKER_POLL_SECONDS": "0.05",
             "LOG_LEVEL": "INFO",
         }
-        log = (Path(tmp) / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "worker", "--concurrency", "4"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        worker = start_worker(env, Path(tmp) / "worker.log", args=["--concurrency", "4"])
         try:
-            deadline = time.monotonic() + 60
-            worker_log = Path(tmp) / "worker.log"
-            while '"worker started"' not in worker_log.read_text("utf-8", "replace"):
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise RuntimeError("worker did not start")
-                await asyncio.sleep(0.05)
             committed: dict[str, float] = {}
             for _ in range(payments):
                 payment_id = new_id("pay")
@@ -158,9 +144,7 @@ async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
             while len(arrivals.at) < payments and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
-            log.close()
+            worker.stop()
             controller.stop()
             await db.dispose()
     waits = sorted((arrivals.at[p] - t) * 1000 for p, t in committed.items() if p in arrivals.at)

@@ -38,11 +38,12 @@ from pathlib import Path
 
 import asyncpg
 
+from azora_payments.devstack.processes import ServiceProcess, running_workers
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import cpu_seconds, header  # noqa: E402
 from webhooks_bench import (  # noqa: E402
-    ROOT,
     WRK_SCRIPT,
     Measure,
     database,
@@ -168,42 +169,31 @@ def workers(
     concurrency: int | None,
     poll: float | None,
     profile: Path | None = None,
-) -> Iterator[list[subprocess.Popen[bytes]]]:
+) -> Iterator[list[ServiceProcess]]:
     env = service_env(url)
     if poll is not None:
         env["WORKER_POLL_SECONDS"] = str(poll)
-    command = [sys.executable, "-m", "azora_payments.cli", "worker"]
-    command += ["--kinds", "stripe.event.apply"]
+    args = ["--kinds", "stripe.event.apply"]
     if concurrency is not None:
-        command += ["--concurrency", str(concurrency)]
-    procs: list[subprocess.Popen[bytes]] = []
+        args += ["--concurrency", str(concurrency)]
     samplers: list[subprocess.Popen[bytes]] = []
-    try:
-        for n in range(count):
-            log = (logdir / f"worker-{n}.log").open("wb")
-            procs.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
-            if profile is not None:
+    # At the bench's LOG_LEVEL=WARNING a worker logs no "worker started": not waited for, as
+    # before (the phases count from the first 200 anyway).
+    with running_workers(env, logdir, count, args=args, wait=False) as procs:
+        try:
+            for n, process in enumerate(procs if profile is not None else []):
+                assert profile is not None
                 # Collapsed stacks (a stack, then its sample count), idle frames left out.
                 spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
-                spy += ["--rate", "250", "--pid", str(procs[-1].pid)]
+                spy += ["--rate", "250", "--pid", str(process.pid)]
                 spy += ["-o", str(profile / f"worker-{count}-{n}.txt")]
-                samplers.append(subprocess.Popen(spy, stdout=log, stderr=subprocess.STDOUT))
-        yield procs
-    finally:
-        for sampler in samplers:
-            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        for sampler in samplers:
-            sampler.wait(60)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                samplers.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL))
+            yield procs
+        finally:
+            for sampler in samplers:
+                sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            for sampler in samplers:
+                sampler.wait(60)
 
 
 def db_now(url: str) -> datetime:

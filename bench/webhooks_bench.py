@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from azora_payments.db.migrate import upgrade
-from machine import ADMIN_URL, admin, cpu_seconds, free_port
+from azora_payments.devstack.processes import ServiceProcess, running_servers
+from machine import ADMIN_URL, admin, cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_bench0123456789abcdef"
@@ -120,12 +120,6 @@ def database() -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen[bytes]
-
-
 def service_env(url: str) -> dict[str, str]:
     """The environment of the bench's servers and workers: production rules, no Stripe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "JWT_"))}
@@ -142,39 +136,16 @@ def service_env(url: str) -> dict[str, str]:
 
 
 @contextmanager
-def servers(url: str, count: int) -> Iterator[list[Server]]:
+def servers(url: str, count: int) -> Iterator[list[ServiceProcess]]:
+    """`count` servers on `url`, answering `/healthz`; stopped (and their logs gone) after."""
     env = service_env(url)
     # Stripe delivers from a few addresses; the per-address client limit is not for it.
     env["RATE_LIMIT_IP"] = "10000000/minute"
-    started: list[Server] = []
-    try:
-        for _ in range(count):
-            port = free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-                env=env,
-                cwd=ROOT,
-            )
-            started.append(Server(f"http://127.0.0.1:{port}", proc))
-        for server in started:
-            deadline = time.monotonic() + 120  # a loaded machine starts slowly
-            while True:
-                if server.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {server.proc.returncode}")
-                try:
-                    if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(server.base)
-                time.sleep(0.1)
+    with (
+        tempfile.TemporaryDirectory(prefix="azora-wh-servers-") as logs,
+        running_servers(env, Path(logs), count) as started,
+    ):
         yield started
-    finally:
-        for server in started:
-            server.proc.terminate()
-        for server in started:
-            server.proc.wait(20)
 
 
 def signed_event(n: int, now: int) -> str:
@@ -231,7 +202,7 @@ class Measure:
 
 def wrk(
     url: str,
-    servers: list[Server],
+    servers: list[ServiceProcess],
     script: Path,
     connections: int,
     seconds: int,
@@ -244,7 +215,7 @@ def wrk(
     pg_before = database_cpu(url)  # the pools are warm: the same backends before and after
     for n, server in enumerate(servers):
         command = ["wrk", "-t1", f"-c{per_server}", f"-d{seconds}s", "--timeout", "10s"]
-        command += ["-s", str(script), server.base]
+        command += ["-s", str(script), server.url]
         if files is not None:
             command += ["--", str(files[n])]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))

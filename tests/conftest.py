@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import socket
@@ -27,9 +28,10 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings, load_settings
 from azora_payments.db.migrate import upgrade
 from azora_payments.db.models import Base
+from azora_payments.devstack.processes import free_port as free_port
+from azora_payments.devstack.processes import wait_http as wait_http
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.services import Services
-from tests.processes import free_port as free_port
-from tests.processes import wait_http as wait_http
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -159,12 +161,31 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(settings)
+async def open_services(
+    settings: Settings, *, stripe: StripeGateway | None = None
+) -> AsyncIterator[Services]:
+    """The services of `settings` (on `stripe`, e.g. tests/fake_stripe's, if given), closed
+    at the end."""
+    svc = Services(settings, stripe=stripe)
     try:
         yield svc
     finally:
         await svc.close()
+
+
+CLIENT_ADDR = ("203.0.113.7", 4321)
+# httpx.ASGITransport's own client address, for a test whose peer is "nobody in particular".
+ASGI_DEFAULT_CLIENT = ("127.0.0.1", 123)
+
+
+@contextlib.asynccontextmanager
+async def over_asgi(
+    app: Any, *, client_addr: tuple[str, int] = CLIENT_ADDR, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on `app` over ASGI (no network), as if from `client_addr`."""
+    transport = httpx.ASGITransport(app=app, client=client_addr)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+        yield http
 
 
 @contextlib.asynccontextmanager
@@ -172,28 +193,78 @@ async def asgi_client(
     settings: Settings,
     services: Services,
     *,
-    client_addr: tuple[str, int] = ("203.0.113.7", 4321),
+    client_addr: tuple[str, int] = CLIENT_ADDR,
     app: Any = None,
     base_url: str = "http://testserver",
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client over ASGI (no network), as if from `client_addr`, on the app built from
-    `settings` and `services` (or on `app`, e.g. one a test added routes to)."""
+    """`over_asgi` on the app built from `settings` and `services` (or on `app`, e.g. one a
+    test added routes to)."""
     application = app if app is not None else create_app(settings, services=services)
-    transport = httpx.ASGITransport(app=application, client=client_addr)
-    async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+    async with over_asgi(application, client_addr=client_addr, base_url=base_url) as http:
         yield http
 
 
-@pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(settings) as svc:
-        yield svc
+def _taking(*names: str) -> inspect.Signature:
+    """A signature of keyword parameters `names`: the fixtures pytest passes a made fixture."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
 
 
-@pytest.fixture
-async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(settings, services) as http:
-        yield http
+def services_fixture(settings: str, *, name: str, stripe: str | None = None) -> Any:
+    """A fixture `name`: the services of the settings fixture `settings` (on the gateway
+    fixture `stripe` if given), closed after the test. The one way a suite gets its services:
+
+        receipt_services = services_fixture("receipt_settings", name="receipt_services")
+    """
+
+    async def made(**fixtures: Any) -> AsyncIterator[Services]:
+        gateway = fixtures[stripe] if stripe is not None else None
+        async with open_services(fixtures[settings], stripe=gateway) as svc:
+            yield svc
+
+    made.__signature__ = _taking(settings, *([stripe] if stripe else []))  # type: ignore[attr-defined]
+    made.__name__ = made.__qualname__ = name
+    return pytest.fixture(name=name)(made)
+
+
+def client_fixture(
+    settings: str,
+    services: str,
+    *,
+    name: str,
+    client_addr: tuple[str, int] = CLIENT_ADDR,
+    base_url: str = "http://testserver",
+) -> Any:
+    """A fixture `name`: an ASGI client (`asgi_client`) on the app of the fixtures `settings`
+    and `services`."""
+
+    async def made(**fixtures: Any) -> AsyncIterator[httpx.AsyncClient]:
+        async with asgi_client(
+            fixtures[settings], fixtures[services], client_addr=client_addr, base_url=base_url
+        ) as http:
+            yield http
+
+    made.__signature__ = _taking(settings, services)  # type: ignore[attr-defined]
+    made.__name__ = made.__qualname__ = name
+    return pytest.fixture(name=name)(made)
+
+
+def stack_fixtures(
+    settings: str, *, services: str, client: str, stripe: str | None = None, **options: Any
+) -> tuple[Any, Any]:
+    """The settings → services → ASGI client stack of a suite, as its two fixtures:
+
+    receipt_services, receipt_api = stack_fixtures(
+        "receipt_settings", services="receipt_services", client="receipt_api"
+    )
+    """
+    return (
+        services_fixture(settings, name=services, stripe=stripe),
+        client_fixture(settings, services, name=client, **options),
+    )
+
+
+services, client = stack_fixtures("settings", services="services", client="client")
 
 
 def make_token(
@@ -290,21 +361,10 @@ def stripe_settings(database_url: str, tmp_path: Path, stripe_emulator: str) -> 
     return emulator_settings(database_url, tmp_path, stripe_emulator)
 
 
-@pytest.fixture
-async def stripe_services(stripe_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(stripe_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def api(
-    stripe_settings: Settings, stripe_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app wired to the emulator, over ASGI."""
-    async with asgi_client(
-        stripe_settings, stripe_services, client_addr=("203.0.113.9", 4321)
-    ) as http:
-        yield http
+# The app wired to the emulator, over ASGI.
+stripe_services, api = stack_fixtures(
+    "stripe_settings", services="stripe_services", client="api", client_addr=("203.0.113.9", 4321)
+)
 
 
 async def emulator_faults(base_url: str, **fault: Any) -> None:
@@ -315,6 +375,17 @@ async def emulator_faults(base_url: str, **fault: Any) -> None:
 async def emulator_clear_faults(base_url: str) -> None:
     async with httpx.AsyncClient() as http:
         (await http.delete(f"{base_url}/_azora/faults")).raise_for_status()
+
+
+@contextlib.asynccontextmanager
+async def emulator_faulted(base_url: str, **fault: Any) -> AsyncIterator[None]:
+    """The emulator answers with `fault` (as `emulator_faults`) inside the block; cleared
+    after it, whatever happens in it."""
+    await emulator_faults(base_url, **fault)
+    try:
+        yield
+    finally:
+        await emulator_clear_faults(base_url)
 
 
 async def emulator_count(base_url: str, key: str) -> int:
@@ -341,15 +412,14 @@ def sqlite_database_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def app_client(
-    settings: Settings, *, client_addr: tuple[str, int] = ("203.0.113.7", 4321), app: Any = None
+    settings: Settings, *, client_addr: tuple[str, int] = CLIENT_ADDR, app: Any = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on a fresh app (or the given one) built from `settings`, services closed
-    at the end."""
+    """`asgi_client` on services of its own (closed at the end), for a test that needs only the
+    client; a given `app` is handed those services."""
     async with open_services(settings) as svc:
-        application = app if app is not None else create_app(settings, services=svc)
-        application.state.services = svc
-        transport = httpx.ASGITransport(app=application, client=client_addr)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        if app is not None:
+            app.state.services = svc
+        async with asgi_client(settings, svc, client_addr=client_addr, app=app) as http:
             yield http
 
 

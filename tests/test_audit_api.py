@@ -16,7 +16,7 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.domain import audit
 from azora_payments.services import Services
-from tests.conftest import make_settings
+from tests.conftest import make_settings, over_asgi
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 FIELDS = {"id", "at", "actor", "action", "payment_id", "details", "request_id", "client_ip"}
@@ -191,8 +191,7 @@ async def proxied(database_url: str, services: Services) -> AsyncIterator[httpx.
     settings: Settings = make_settings(database_url, trusted_proxies="10.0.0.0/8, 192.0.2.1")
     app = create_app(settings, services=services)
     add_audited_route(app)
-    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with over_asgi(app, client_addr=("10.1.2.3", 5555)) as http:
         yield http
 
 
@@ -217,8 +216,7 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
 ) -> None:
     app = create_app(make_settings(database_url), services=services)  # no TRUSTED_PROXIES
     add_audited_route(app)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with over_asgi(app, client_addr=("203.0.113.7", 4321), base_url="http://t") as http:
         headers = {**operator_headers, "X-Forwarded-For": "198.51.100.20"}
         assert (await http.post("/api/_test/audited", headers=headers)).status_code == 200
     data = (await client.get("/api/audit", headers=operator_headers)).json()["data"]

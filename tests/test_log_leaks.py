@@ -10,9 +10,6 @@ import asyncio
 import json
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,23 +23,21 @@ import pytest
 
 from azora_payments.config import Settings
 from azora_payments.devstack.emulator import EmulatorProcess, configure_webhook
+from azora_payments.devstack.processes import start_server, start_worker
 from tests.conftest import (
     JWT_SECRET,
     STRIPE_KEY,
     WEBHOOK_SECRET,
     bearer,
-    free_port,
     make_settings,
     make_token,
     server_env,
-    wait_http,
 )
 from tests.receipts.conftest import SmtpServer
 from tests.webhooks.test_end_to_end import card, stripe_post
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTIFY_SECRET = "ntf-" + "0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d"
 CUSTOMER_EMAIL = "ada.lovelace@shop.example"
 OTHER_EMAIL = "accounts@buyer.example"
@@ -120,29 +115,6 @@ class Backend:
         self.server.server_close()
 
 
-class Process:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()
-
-
 @pytest.fixture
 def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     database = tmp_path / "leaks.db"
@@ -168,14 +140,13 @@ def stack(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
         RATE_LIMIT_IP="100000/minute",
         WORKER_POLL_SECONDS="0.1",
     )
-    port = free_port()
-    processes = [
-        Process(["serve", "--port", str(port)], env, tmp_path / "serve.log"),
-        Process(["worker"], env, tmp_path / "worker.log"),
-    ]
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(env, tmp_path / "serve.log", wait=False)
+    worker = start_worker(env, tmp_path / "worker.log", wait=False)
+    processes = [server, worker]
+    base = server.url
     try:
-        wait_http(f"{base}/healthz", timeout=60, proc=processes[0].proc)
+        server.wait_http()
+        worker.wait_started()
         configure_webhook(
             emulator.base_url, url=f"{base}/api/webhooks/stripe", secret=WEBHOOK_SECRET
         )
@@ -347,9 +318,11 @@ async def test_no_log_line_of_any_process_leaks(stack: dict[str, Any]) -> None:
     lines = 0
     found: list[str] = []
     for process in stack["processes"]:
-        text = process.log.read_text(errors="replace")
+        text = process.output()
         for line in text.splitlines():
             lines += 1
-            found += [f"{process.log.name}: {what}: {line[:300]}" for what in leaks(line, secrets)]
+            found += [
+                f"{process.log_path.name}: {what}: {line[:300]}" for what in leaks(line, secrets)
+            ]
     assert lines > 50, "the processes logged (almost) nothing: the scan would prove nothing"
     assert found == [], "\n".join(found[:40])

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
+from azora_payments.devstack.processes import start_server
 from tests.conftest import bearer, make_token, server_env, unique_user
-from tests.processes import start_server
 
 
 @pytest.fixture

@@ -3,15 +3,14 @@ with `serve --metrics-port` it is served on that port only, and the API's port h
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from azora_payments.config import ConfigError, Settings
-from tests.conftest import app_client, free_port, make_settings, server_env, wait_http
-from tests.test_server_process import COMMAND, stop
+from azora_payments.devstack.processes import free_port, start_server
+from tests.conftest import app_client, make_settings, server_env
 
 TOKEN = "mtr-" + "7d1c0b9a8f6e5d4c3b2a1908"
 
@@ -54,19 +53,15 @@ def migrated_settings(sqlite_database_url: str, tmp_path: Path) -> Settings:
 def test_serve_metrics_port_moves_metrics_off_the_api(
     migrated_settings: Settings, tmp_path: Path
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [*COMMAND, "serve", "--port", str(port), "--metrics-port", str(metrics_port)],
-        env=server_env(migrated_settings),
+    metrics_port = free_port()
+    with start_server(
+        server_env(migrated_settings),
+        tmp_path / "server.log",
+        args=["--metrics-port", str(metrics_port)],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        api, internal = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
-        wait_http(api + "/healthz", proc=proc, timeout=60)
-        wait_http(internal + "/metrics", proc=proc, timeout=60)
+    ) as server:
+        api, internal = server.url, f"http://127.0.0.1:{metrics_port}"
+        server.wait_http("/metrics", base=internal)
         with httpx.Client(timeout=10) as http:
             assert http.get(api + "/healthz").status_code == 200
             hidden = http.get(api + "/metrics")
@@ -78,9 +73,5 @@ def test_serve_metrics_port_moves_metrics_off_the_api(
             assert 'route="/healthz"' in scraped.text
             assert "azora_job_oldest_ready_age_seconds" in scraped.text  # refreshed from the db
             assert http.get(internal + "/healthz").status_code == 404
-    finally:
-        stop(proc)
-        output = proc.stdout.read() if proc.stdout else ""
-        if proc.stdout:
-            proc.stdout.close()
+    output = server.output()
     assert "Traceback" not in output

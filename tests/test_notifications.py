@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,11 +25,10 @@ from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
 from tests.conftest import (
-    asgi_client,
     bearer,
     emulator_settings,
     make_token,
-    open_services,
+    stack_fixtures,
     unique_user,
 )
 
@@ -92,18 +91,9 @@ def notify_settings(
     )
 
 
-@pytest.fixture
-async def notify_services(notify_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(notify_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def notify_api(
-    notify_settings: Settings, notify_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(notify_settings, notify_services) as http:
-        yield http
+notify_services, notify_api = stack_fixtures(
+    "notify_settings", services="notify_services", client="notify_api"
+)
 
 
 async def deliver_due(services: Services) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,11 @@ from azora_payments.config import Settings
 from azora_payments.domain import history, notifications, receipts
 from azora_payments.services import Services
 from tests.conftest import (
-    asgi_client,
     bearer,
     emulator_settings,
     make_settings,
     make_token,
-    open_services,
+    stack_fixtures,
     unique_user,
 )
 from tests.receipts.conftest import SmtpServer, run_receipt_jobs
@@ -161,18 +159,9 @@ def answer_settings(
     )
 
 
-@pytest.fixture
-async def answer_services(answer_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(answer_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def answer_api(
-    answer_settings: Settings, answer_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(answer_settings, answer_services) as http:
-        yield http
+answer_services, answer_api = stack_fixtures(
+    "answer_settings", services="answer_services", client="answer_api"
+)
 
 
 class Contract:

@@ -14,8 +14,7 @@ from azora_payments.db.models import IdempotencyKey
 from azora_payments.services import Services
 from tests.conftest import (
     bearer,
-    emulator_clear_faults,
-    emulator_faults,
+    emulator_faulted,
     emulator_intents_for,
     make_token,
     unique_user,
@@ -303,13 +302,10 @@ async def test_stripe_down_is_503_then_retry_continues(
     buyer = Buyer()
     headers = buyer.with_key()
     # More failures than the gateway retries (1 retry in the tests): Stripe looks down.
-    await emulator_faults(
+    async with emulator_faulted(
         stripe_emulator, method="POST", path="^/v1/payment_intents$", status=500, times=2
-    )
-    try:
+    ):
         down = await api.post(PROCESS, json=payment_body(), headers=headers)
-    finally:
-        await emulator_clear_faults(stripe_emulator)
     assert down.status_code == 503, down.text
     problem = down.json()
     assert problem["code"] == "service_unavailable"
@@ -333,18 +329,15 @@ async def test_answer_lost_after_stripe_charged_never_charges_twice(
     """Stripe created and confirmed the intent, but every answer was lost on the way back."""
     buyer = Buyer()
     headers = buyer.with_key()
-    await emulator_faults(
+    async with emulator_faulted(
         stripe_emulator,
         method="POST",
         path="^/v1/payment_intents$",
         status=500,
         times=2,
         after=True,
-    )
-    try:
+    ):
         lost = await api.post(PROCESS, json=payment_body(), headers=headers)
-    finally:
-        await emulator_clear_faults(stripe_emulator)
     assert lost.status_code == 503
     again = await api.post(PROCESS, json=payment_body(), headers=headers)
     assert again.status_code == 201
@@ -451,13 +444,10 @@ async def test_stripe_refusing_the_request_fails_the_payment_for_good(
     answer is final and replayed, and nothing is retried at Stripe."""
     buyer = Buyer()
     headers = buyer.with_key()
-    await emulator_faults(
+    async with emulator_faulted(
         stripe_emulator, method="POST", path="^/v1/payment_intents$", status=400, times=1
-    )
-    try:
+    ):
         refused = await api.post(PROCESS, json=payment_body(), headers=headers)
-    finally:
-        await emulator_clear_faults(stripe_emulator)
     assert refused.status_code == 422, refused.text
     problem = refused.json()
     assert problem["code"] == "validation_error"

@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from azora_payments.config import Settings
 from azora_payments.db.session import create_engine
+from azora_payments.devstack.processes import ServiceProcess, running_servers
 from tests.conftest import (
     bearer,
     emulator_clear_faults,
@@ -34,7 +35,6 @@ from tests.conftest import (
     server_env,
     unique_user,
 )
-from tests.processes import ServiceProcess, running_servers
 from tests.test_payments import payment_body
 
 pytestmark = pytest.mark.slow

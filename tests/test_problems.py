@@ -19,7 +19,7 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.errors import CardError, ServiceUnavailable
 from azora_payments.services import Services
-from tests.conftest import asgi_client, make_settings
+from tests.conftest import ASGI_DEFAULT_CLIENT, asgi_client, make_settings, over_asgi
 
 LIMIT = 2048
 SECRET_IN_EXCEPTION = "sk_live_" + "leakedkey0123456789"
@@ -382,8 +382,7 @@ async def test_lifespan_builds_and_closes_its_services(database_url: str) -> Non
     async with app.router.lifespan_context(app):
         services = app.state.services
         assert isinstance(services, Services)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with over_asgi(app, client_addr=ASGI_DEFAULT_CLIENT, base_url="http://t") as client:
             assert (await client.get("/readyz")).json()["database"] == "ok"
 
 

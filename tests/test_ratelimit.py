@@ -3,6 +3,7 @@ memory or in Redis; an unreachable Redis lets requests through."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -15,11 +16,19 @@ from limits import parse
 
 from azora_payments.app import create_app
 from azora_payments.config import Settings
+from azora_payments.devstack.processes import running_servers
 from azora_payments.errors import RateLimited
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.services import Services
-from tests.conftest import app_client, bearer, free_port, make_settings, make_token, server_env
-from tests.processes import running_servers
+from tests.conftest import (
+    app_client,
+    bearer,
+    free_port,
+    make_settings,
+    make_token,
+    over_asgi,
+    server_env,
+)
 
 AUDIT = "/api/audit"
 
@@ -165,9 +174,8 @@ async def ip_services(ip_settings: Settings) -> AsyncIterator[Services]:
     await svc.close()
 
 
-def client_for(app: Any, address: str) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(address, 4000))
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+def client_for(app: Any, address: str) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return over_asgi(app, client_addr=(address, 4000))
 
 
 async def test_per_ip_limit_comes_before_authentication(

@@ -138,26 +138,32 @@ async def refund_row(services: Services, refund_id: str) -> Refund:
     return row
 
 
-async def settle_aged(
-    services: Services, stripe_emulator: str, refund_id: str, *, aged: timedelta
-) -> tuple[Refund, int]:
-    """Age the unanswered refund, run reconciliation's refund step: the refund, and how many
-    refunds that step sent to Stripe."""
+async def lost_then_settled(
+    api: httpx.AsyncClient,
+    services: Services,
+    stripe_emulator: str,
+    *,
+    charged: bool,
+    aged: timedelta,
+) -> tuple[dict[str, Any], str, Refund, int]:
+    """A paid payment's refund whose answer was lost (after Stripe made it, if `charged`),
+    aged by `aged`, then reconciliation's refund step: the payment, the refund's id, the refund
+    after the step, and how many refunds the step sent to Stripe."""
+    payment = await paid(api)
+    refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=charged)
     await age_refund(services, refund_id, by=aged)
     before = await emulator_count(stripe_emulator, CREATE_REFUND)
     report = await settle_unanswered(services)
     assert not report.errors, report.lines()
     sent = await emulator_count(stripe_emulator, CREATE_REFUND) - before
-    return await refund_row(services, refund_id), sent
+    return payment, refund_id, await refund_row(services, refund_id), sent
 
 
 async def test_unanswered_refund_is_sent_again_with_the_same_stripe_key(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
-    payment = await paid(api)
-    refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=True)
-    row, sent = await settle_aged(
-        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=1)
+    payment, refund_id, row, sent = await lost_then_settled(
+        api, stripe_services, stripe_emulator, charged=True, aged=timedelta(hours=1)
     )
     assert sent == 1
     assert row.status == "succeeded"
@@ -187,10 +193,8 @@ async def key_of(services: Services, refund_id: str) -> str:
 async def test_unanswered_refund_past_stripes_key_lifetime_is_looked_up(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
-    payment = await paid(api)
-    refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=True)
-    row, sent = await settle_aged(
-        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=25)
+    payment, _, row, sent = await lost_then_settled(
+        api, stripe_services, stripe_emulator, charged=True, aged=timedelta(hours=25)
     )
     assert sent == 0  # never sent again
     assert row.status == "succeeded"
@@ -202,10 +206,8 @@ async def test_unanswered_refund_past_stripes_key_lifetime_is_looked_up(
 async def test_unanswered_refund_stripe_never_got_is_failed_and_told(
     api: httpx.AsyncClient, stripe_emulator: str, stripe_services: Services
 ) -> None:
-    payment = await paid(api)
-    refund_id = await lose_refund_answer(api, stripe_emulator, payment, charged=False)
-    row, sent = await settle_aged(
-        stripe_services, stripe_emulator, refund_id, aged=timedelta(hours=25)
+    payment, refund_id, row, sent = await lost_then_settled(
+        api, stripe_services, stripe_emulator, charged=False, aged=timedelta(hours=25)
     )
     assert sent == 0
     assert (row.status, row.failure_reason) == ("failed", "stripe_unreachable")

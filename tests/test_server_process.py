@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,14 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
+from azora_payments.devstack.processes import COMMAND, start_server
 from tests.conftest import bearer, free_port, make_settings, make_token, server_env
-from tests.processes import start_server
-
-COMMAND = [sys.executable, "-m", "azora_payments.cli"]
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture

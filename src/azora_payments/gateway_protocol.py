@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 class StripeGateway(Protocol):
     """The calls the domain makes to Stripe; plain values out, our errors raised."""
 
+    # Whether the key is a live one: reconciliation skips events of the other mode.
+    livemode: bool
+
     async def close(self) -> None: ...
 
     async def create_customer(

@@ -13,16 +13,18 @@ from azora_payments.config import Settings
 from azora_payments.db.session import Database
 from azora_payments.domain.declines import DeclineLimits
 from azora_payments.domain.idempotency import IdempotencyKeys
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.redis_guard import Breaker, guarded_client
 from azora_payments.storage import storage_for
-from azora_payments.stripe_gateway import StripeGateway
+from azora_payments.stripe_gateway import StripeGateway as RealStripeGateway
 
 logger = logging.getLogger(__name__)
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, stripe: StripeGateway | None = None) -> None:
+        """`stripe` stands in for the real gateway (a test's fake); by default the real one."""
         self.settings = settings
         self.db = Database(
             settings.database_url,
@@ -37,7 +39,7 @@ class Services:
         )
         self.verifier = TokenVerifier(settings)
         self.limiter = RateLimiter(settings.redis_url, breaker=self.redis_breaker)
-        self.stripe = StripeGateway(settings)
+        self.stripe: StripeGateway = stripe or RealStripeGateway(settings)
         self.declines = DeclineLimits(db=self.db, settings=settings)
         # One client for the process: obstore's S3 client keeps its connections.
         self.storage = storage_for(settings.receipt_storage)

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 
+from tests.browser.conftest import CHECKOUT_ENV as CHECKOUT_ENV
+from tests.browser.conftest import PUBLISHABLE_KEY as PUBLISHABLE_KEY
 from tests.browser.conftest import Stack, wait_until
 from tests.conftest import STRIPE_KEY, bearer, make_token, unique_user
 
-PUBLISHABLE_KEY = "pk_test_" + "azora" * 6
-CHECKOUT_ENV = {"CHECKOUT_ENABLED": "true", "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
 SERVICE = bearer(make_token("shop-backend", roles=["service"], email=None, lifetime=24 * 3600))
 OPERATOR = bearer(
     make_token("ops_1", roles=["admin"], email="ops@azora.example", lifetime=24 * 3600)
@@ -85,6 +85,21 @@ def intents_at_emulator(stack: Stack, customer: str) -> list[dict[str, Any]]:
 def open_page(browser: Any, stack: Stack, session: dict[str, Any]) -> None:
     browser.get(f"{stack.url}{session['url']}")
     wait_ready(browser)
+
+
+def open_new_session(browser: Any, stack: Stack) -> tuple[str, dict[str, Any]]:
+    """A new customer's checkout session, open and ready in the browser: (customer, session)."""
+    customer = unique_user()
+    session = new_session(stack, customer)
+    open_page(browser, stack, session)
+    return customer, session
+
+
+def start_three_d_secure(browser: Any) -> None:
+    """Pay with the 3-D Secure test card, up to the bank's challenge on the page."""
+    type_card(browser, THREE_D_SECURE)
+    press_pay(browser)
+    wait_challenge(browser)
 
 
 def wait_ready(browser: Any) -> None:

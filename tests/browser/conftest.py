@@ -15,9 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,20 +27,21 @@ import pytest
 
 from azora_payments.config import Settings
 from azora_payments.devstack.emulator import EmulatorProcess, configure_webhook
+from azora_payments.devstack.processes import ServiceProcess, start_server, start_worker
 from tests.conftest import (
     WEBHOOK_SECRET,
     emulator_settings,
     server_env,
-    wait_http,
 )
 from tests.receipts.conftest import SmtpServer
-from tests.test_payments_processes import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("AZORA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("AZORA_CHROMEDRIVER", "/usr/bin/chromedriver")
 REQUIRE_PACKAGES = os.environ.get("AZORA_REQUIRE_PACKAGES") == "1"
 SCREENSHOTS = Path(os.environ.get("AZORA_TEST_OUTPUT", ROOT / "test-output")) / "screenshots"
+PUBLISHABLE_KEY = "pk_test_" + "azora" * 6
+CHECKOUT_ENV = {"CHECKOUT_ENABLED": "true", "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY}
 DESKTOP_WIDTH = 1280
 PHONE_WIDTH = 390
 CHROMIUM_FLAGS = (
@@ -125,42 +123,6 @@ def shoot(driver: Any, name: str, *, phone: bool = True) -> list[Path]:
 # ---------------------------------------------------------------- server and worker processes
 
 
-class WorkerProcess:
-    """One `azora-payments worker` process with every job kind, its output in a log file."""
-
-    def __init__(self, settings: Settings, log: Path, **env: str) -> None:
-        self.log_path = log
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "azora_payments.cli", "worker"],
-            cwd=ROOT,
-            env=server_env(settings, LOG_LEVEL="INFO", WORKER_POLL_SECONDS="0.1", **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def wait_started(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while '"worker started"' not in self.output():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{self.output()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
 @dataclass
 class Stack:
     """A running service: one server, one worker, their emulator and SMTP server."""
@@ -169,13 +131,13 @@ class Stack:
     settings: Settings
     emulator_url: str
     smtp: SmtpServer
-    server: Server
-    worker: WorkerProcess | None
+    server: ServiceProcess
+    worker: ServiceProcess | None
     env: dict[str, str] = field(default_factory=dict)
 
     def logs(self) -> str:
-        worker = self.worker.output() if self.worker is not None else "(none)"
-        return f"--- server\n{self.server.output()}\n--- worker\n{worker}"
+        worker = self.worker.output(4000) if self.worker is not None else "(none)"
+        return f"--- server\n{self.server.output(4000)}\n--- worker\n{worker}"
 
 
 @contextlib.contextmanager
@@ -205,21 +167,16 @@ def running_stack(
         **env,
     }
     run_id = uuid.uuid4().hex[:6]
-    server: Server | None = None
-    process: WorkerProcess | None = None
+    server: ServiceProcess | None = None
+    process: ServiceProcess | None = None
     try:
-        server = Server(settings, tmp_path / f"serve-{run_id}.log", **env)
-        try:
-            # Longer than Server.wait_ready's 30 s: a loaded CI machine starts Python slowly.
-            wait_http(f"{server.url}/healthz", timeout=90.0, proc=server.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise AssertionError(f"server did not start: {exc}\n{server.output()}") from None
+        server = start_server(server_env(settings, **env), tmp_path / f"serve-{run_id}.log")
         configure_webhook(
             emulator.base_url, url=f"{server.url}/api/webhooks/stripe", secret=WEBHOOK_SECRET
         )
         if worker:
-            process = WorkerProcess(settings, tmp_path / f"worker-{run_id}.log", **env)
-            process.wait_started()
+            worker_env = server_env(settings, LOG_LEVEL="INFO", WORKER_POLL_SECONDS="0.1", **env)
+            process = start_worker(worker_env, tmp_path / f"worker-{run_id}.log")
         yield Stack(server.url, settings, emulator.base_url, smtp, server, process, env)
     finally:
         if process is not None:
@@ -257,6 +214,12 @@ def stack(start_stack: Callable[..., Stack]) -> Stack:
     return start_stack()
 
 
+@pytest.fixture
+def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
+    """A stack serving the checkout page."""
+    return start_stack(**CHECKOUT_ENV)
+
+
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 45.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -271,6 +234,5 @@ __all__ = [
     "require_package",
     "running_stack",
     "shoot",
-    "wait_http",
     "wait_until",
 ]

@@ -4,24 +4,21 @@ payment and one receipt."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.browser.checkout_pages import (
-    CHECKOUT_ENV,
-    THREE_D_SECURE,
     VISA,
     by_css,
     history,
     intents_at_emulator,
-    new_session,
+    open_new_session,
     open_page,
     payment,
     press_pay,
     session_now,
+    start_three_d_secure,
     type_card,
     wait_challenge,
     wait_paid,
@@ -29,12 +26,6 @@ from tests.browser.checkout_pages import (
     wait_receipt_link,
 )
 from tests.browser.conftest import Stack, shoot, wait_until
-from tests.conftest import unique_user
-
-
-@pytest.fixture
-def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
-    return start_stack(**CHECKOUT_ENV)
 
 
 def paid_exactly_once(stack: Stack, customer: str, checkout_id: str) -> None:
@@ -53,9 +44,7 @@ def test_a_double_click_on_pay_charges_once(browser: Any, checkout_stack: Stack)
     from selenium.webdriver.common.action_chains import ActionChains
 
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
+    customer, session = open_new_session(browser, stack)
     type_card(browser, VISA)
     ActionChains(browser).double_click(by_css(browser, "#pay")).perform()
     # And a third press sent straight to the form, as a script or an impatient finger would.
@@ -69,12 +58,8 @@ def test_a_reload_in_the_middle_of_3ds_continues_the_same_payment(
     browser: Any, checkout_stack: Stack
 ) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
-    type_card(browser, THREE_D_SECURE)
-    press_pay(browser)
-    wait_challenge(browser)
+    customer, session = open_new_session(browser, stack)
+    start_three_d_secure(browser)
     browser.refresh()
     # The reloaded page finds the attempt under way and asks the bank again: no new charge.
     wait_ready(browser)
@@ -87,9 +72,7 @@ def test_a_reload_in_the_middle_of_3ds_continues_the_same_payment(
 
 def test_two_tabs_paying_at_once_charge_once(browser: Any, checkout_stack: Stack) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
+    customer, session = open_new_session(browser, stack)
     first = browser.current_window_handle
     type_card(browser, VISA)
     browser.switch_to.new_window("tab")
@@ -110,9 +93,7 @@ def test_a_503_on_the_first_try_is_retried_into_one_payment(
     browser: Any, checkout_stack: Stack
 ) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
+    customer, session = open_new_session(browser, stack)
     type_card(browser, VISA)
     # More failures than the service's own retries: the page gets a 503 and tries again.
     httpx.post(

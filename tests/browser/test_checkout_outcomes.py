@@ -4,47 +4,33 @@ charged only when the payment succeeds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from tests.browser.checkout_pages import (
-    CHECKOUT_ENV,
     DECLINED,
-    THREE_D_SECURE,
     VISA,
     by_css,
     history,
     intents_at_emulator,
-    new_session,
-    open_page,
+    open_new_session,
     payment,
     press_pay,
     session_now,
+    start_three_d_secure,
     type_card,
     visible,
-    wait_challenge,
     wait_message,
     wait_paid,
     wait_receipt_link,
 )
 from tests.browser.conftest import Stack, shoot, wait_until
-from tests.conftest import unique_user
-
-
-@pytest.fixture
-def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
-    return start_stack(**CHECKOUT_ENV)
 
 
 def test_a_decline_shows_the_safe_message_then_another_card_pays_once(
     browser: Any, checkout_stack: Stack
 ) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
+    customer, session = open_new_session(browser, stack)
     type_card(browser, DECLINED)
     press_pay(browser)
     text = wait_message(browser)
@@ -70,12 +56,8 @@ def test_a_decline_shows_the_safe_message_then_another_card_pays_once(
 
 def test_three_d_secure_completed_in_place(browser: Any, checkout_stack: Stack) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
-    type_card(browser, THREE_D_SECURE)
-    press_pay(browser)
-    wait_challenge(browser)
+    customer, session = open_new_session(browser, stack)
+    start_three_d_secure(browser)
     shoot(browser, "checkout-3ds-challenge")
     by_css(browser, "#azora-3ds-complete").click()
     text = wait_paid(browser)
@@ -92,12 +74,8 @@ def test_three_d_secure_failed_is_not_charged_and_says_so(
     browser: Any, checkout_stack: Stack
 ) -> None:
     stack = checkout_stack
-    customer = unique_user()
-    session = new_session(stack, customer)
-    open_page(browser, stack, session)
-    type_card(browser, THREE_D_SECURE)
-    press_pay(browser)
-    wait_challenge(browser)
+    customer, session = open_new_session(browser, stack)
+    start_three_d_secure(browser)
     by_css(browser, "#azora-3ds-fail").click()
     text = wait_message(browser)
     assert "did not confirm" in text

@@ -3,14 +3,11 @@ emulator: paying with a new card (saved), then with the saved card; receipts; se
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.browser.checkout_pages import (
-    CHECKOUT_ENV,
     VISA,
     by_css,
     history,
@@ -26,11 +23,6 @@ from tests.browser.checkout_pages import (
 )
 from tests.browser.conftest import Stack, shoot, wait_until
 from tests.conftest import unique_user
-
-
-@pytest.fixture
-def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
-    return start_stack(**CHECKOUT_ENV)
 
 
 def test_a_new_card_saved_then_the_saved_card(browser: Any, checkout_stack: Stack) -> None:

@@ -4,14 +4,11 @@ cannot show or use another customer's saved cards."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.browser.checkout_pages import (
-    CHECKOUT_ENV,
     VISA,
     by_css,
     intents_at_emulator,
@@ -24,11 +21,6 @@ from tests.browser.checkout_pages import (
 )
 from tests.browser.conftest import Stack, shoot
 from tests.conftest import unique_user
-
-
-@pytest.fixture
-def checkout_stack(start_stack: Callable[..., Stack]) -> Stack:
-    return start_stack(**CHECKOUT_ENV)
 
 
 def expire_now(stack: Stack, checkout_id: str) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.services import Services
-from tests.conftest import emulator_settings, make_token, open_services
+from tests.conftest import asgi_client, emulator_settings, make_token, stack_fixtures
 
 BASE = "https://console.test"
+CONSOLE_CLIENT = ("203.0.113.30", 4321)
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 FORM_KEY = re.compile(r'name="key" value="(console:[^"]+)"')
 
@@ -32,25 +32,18 @@ def console_settings(database_url: str, tmp_path: Path, stripe_emulator: str) ->
     )
 
 
-@pytest.fixture
-async def console_services(console_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(console_settings) as svc:
-        yield svc
+console_services, console = stack_fixtures(
+    "console_settings",
+    services="console_services",
+    client="console",
+    client_addr=CONSOLE_CLIENT,
+    base_url=BASE,
+)
 
 
 @contextlib.asynccontextmanager
 async def browser_like(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, services=services)
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.30", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-        yield http
-
-
-@pytest.fixture
-async def console(
-    console_settings: Settings, console_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with browser_like(console_settings, console_services) as http:
+    async with asgi_client(settings, services, client_addr=CONSOLE_CLIENT, base_url=BASE) as http:
         yield http
 
 

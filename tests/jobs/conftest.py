@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.conftest import make_settings, server_env
+from tests.conftest import make_settings, server_env, services_fixture
 from tests.jobs import kinds_for_tests
 
 from azora_payments.config import Settings
 from azora_payments.db.models import Job
+from azora_payments.devstack.processes import ServiceProcess, start_worker
 from azora_payments.jobs.registry import JobKind, registered_kinds
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
@@ -47,11 +45,7 @@ def job_settings(job_db: str, tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-async def job_services(job_settings: Settings) -> AsyncIterator[Services]:
-    svc = Services(job_settings)
-    yield svc
-    await svc.close()
+job_services = services_fixture("job_settings", name="job_services")
 
 
 async def jobs_by_id(services: Services, *, all_kinds: bool = False) -> dict[int, Job]:
@@ -85,74 +79,27 @@ async def run_until(
         await asyncio.wait_for(task, 10)
 
 
-class WorkerProcess:
-    """`python -m azora_payments.cli worker` with the test kinds, its output in a file."""
+@pytest.fixture
+def worker_process(
+    job_settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """Starts `azora-payments worker` processes (not waited for) with the test kinds only, so
+    the service's own scheduled kinds stay out of the way; killed at the end."""
+    started: list[ServiceProcess] = []
 
-    def __init__(self, settings: Settings, log: Path, args: list[str], env: dict[str, str]) -> None:
-        self.log = log
+    def start(*args: str, **env: str) -> ServiceProcess:
         environment = server_env(
-            settings,
+            job_settings,
             LOG_LEVEL="INFO",
             WORKER_POLL_SECONDS="0.05",
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             **env,
         )
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "azora_payments.cli",
-                    "worker",
-                    "--import",
-                    "tests.jobs.kinds_for_tests",
-                    # Only the test kinds: the service's own scheduled kinds stay out of the way.
-                    "--kinds",
-                    "test.*",
-                    *args,
-                ],
-                cwd=ROOT,
-                env=environment,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_started(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while '"worker started"' not in self.output():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{self.output()}")
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def worker_process(
-    job_settings: Settings, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        process = WorkerProcess(
-            job_settings, tmp_path / f"worker-{len(started)}.log", list(args), env
+        process = start_worker(
+            environment,
+            tmp_path / f"worker-{len(started)}.log",
+            args=["--import", "tests.jobs.kinds_for_tests", "--kinds", "test.*", *args],
+            wait=False,
         )
         started.append(process)
         return process

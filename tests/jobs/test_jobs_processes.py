@@ -13,16 +13,17 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 from tests.conftest import server_env
 from tests.jobs import kinds_for_tests
-from tests.jobs.conftest import ROOT, WorkerProcess, jobs_by_id
+from tests.jobs.conftest import ROOT, jobs_by_id
 
 from azora_payments.config import Settings
 from azora_payments.db.models import Job
 from azora_payments.db.types import utcnow
+from azora_payments.devstack.processes import ServiceProcess
 from azora_payments.jobs import enqueue
 from azora_payments.jobs.commands import retry_jobs
 from azora_payments.services import Services
 
-StartWorker = Callable[..., WorkerProcess]
+StartWorker = Callable[..., ServiceProcess]
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0) -> None:
@@ -71,7 +72,7 @@ async def test_workers_run_each_of_1000_jobs_exactly_once(
 
     await wait_for(all_done, timeout=60)
     for worker in workers:
-        assert worker.terminate() == 0, worker.output()
+        assert worker.stop() == 0, worker.output()
 
     lines = [line.split() for line in effects.read_text().splitlines()]
     jobs = await jobs_by_id(job_services)
@@ -112,7 +113,7 @@ async def test_a_killed_worker_s_job_runs_again_after_its_lease_not_its_timeout(
         return [j.status for j in (await jobs_by_id(job_services)).values()] == ["done"]
 
     await wait_for(done)
-    assert second.terminate() == 0, second.output()
+    assert second.stop() == 0, second.output()
     rows = await kinds_for_tests.run_rows(job_db)
     assert [row["attempt"] for row in rows] == [1, 2]
     assert rows[0]["pid"] == first.pid
@@ -138,7 +139,7 @@ async def test_a_scheduled_job_runs_once_per_slot_across_two_workers(
     await asyncio.sleep(2.5)
     running = time.time() - started
     for worker in workers:
-        assert worker.terminate() == 0, worker.output()
+        assert worker.stop() == 0, worker.output()
     elapsed = time.time() - launched
 
     rows = await kinds_for_tests.run_rows(job_db, kind="test.tick")
@@ -162,7 +163,7 @@ async def test_sigterm_lets_the_job_in_hand_finish_and_exits_0(
         return len(await kinds_for_tests.run_rows(job_db)) == 1
 
     await wait_for(running)
-    assert worker.terminate() == 0, worker.output()
+    assert worker.stop() == 0, worker.output()
     (job,) = (await jobs_by_id(job_services)).values()
     assert (job.status, job.attempts) == ("done", 1)
     assert len(await kinds_for_tests.run_rows(job_db)) == 1
@@ -179,7 +180,7 @@ async def test_sigterm_releases_a_job_that_outlasts_the_grace_period(
         return len(await kinds_for_tests.run_rows(job_db)) == 1
 
     await wait_for(running)
-    assert worker.terminate() == 0, worker.output()
+    assert worker.stop() == 0, worker.output()
     (job,) = (await jobs_by_id(job_services)).values()
     assert (job.status, job.attempts, job.locked_by) == ("ready", 0, None)
     assert "job released unfinished" in worker.output()

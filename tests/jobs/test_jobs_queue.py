@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -184,6 +184,19 @@ async def test_gauges_show_depth_oldest_age_and_dead(job_services: Services) -> 
     assert 119 <= age < 600
 
 
+def leased(*, attempts: int, by: str, until: datetime) -> Job:
+    """A running test job of 3 attempts at most, leased to worker `by` until `until`."""
+    return Job(
+        kind="test.record",
+        payload={},
+        status="running",
+        attempts=attempts,
+        max_attempts=3,
+        locked_by=by,
+        locked_until=until,
+    )
+
+
 async def test_lost_lease_is_taken_again_and_the_last_attempt_dies(
     job_services: Services,
 ) -> None:
@@ -191,33 +204,9 @@ async def test_lost_lease_is_taken_again_and_the_last_attempt_dies(
     async with job_services.db.transaction() as session:
         session.add_all(
             [
-                Job(
-                    kind="test.record",
-                    payload={},
-                    status="running",
-                    attempts=1,
-                    max_attempts=3,
-                    locked_by="gone",
-                    locked_until=past,
-                ),
-                Job(
-                    kind="test.record",
-                    payload={},
-                    status="running",
-                    attempts=3,
-                    max_attempts=3,
-                    locked_by="gone",
-                    locked_until=past,
-                ),
-                Job(
-                    kind="test.record",
-                    payload={},
-                    status="running",
-                    attempts=1,
-                    max_attempts=3,
-                    locked_by="alive",
-                    locked_until=utcnow() + timedelta(1),
-                ),
+                leased(attempts=1, by="gone", until=past),
+                leased(attempts=3, by="gone", until=past),
+                leased(attempts=1, by="alive", until=utcnow() + timedelta(1)),
             ]
         )
     await fast_worker(job_services)._recover({})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,12 +22,11 @@ from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
 from tests.conftest import (
-    asgi_client,
     bearer,
     emulator_settings,
     free_port,
     make_token,
-    open_services,
+    stack_fixtures,
 )
 
 
@@ -89,18 +88,9 @@ def receipt_settings(
     )
 
 
-@pytest.fixture
-async def receipt_services(receipt_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(receipt_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def receipt_api(
-    receipt_settings: Settings, receipt_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(receipt_settings, receipt_services) as http:
-        yield http
+receipt_services, receipt_api = stack_fixtures(
+    "receipt_settings", services="receipt_services", client="receipt_api"
+)
 
 
 OPTIONS = WorkerOptions(once=True, poll_seconds=0.02, concurrency=4)

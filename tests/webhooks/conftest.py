@@ -9,7 +9,7 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from azora_payments.ids import new_id
 from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
-from tests.conftest import WEBHOOK_SECRET, asgi_client, make_settings, open_services
+from tests.conftest import WEBHOOK_SECRET, make_settings, stack_fixtures
 
 SHAPES: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "stripe_shapes.json").read_text()
@@ -239,19 +239,13 @@ def hook_settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, receipt_storage=str(tmp_path / "receipts"))
 
 
-@pytest.fixture
-async def hook_services(hook_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(hook_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def hook_client(
-    hook_settings: Settings, hook_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over ASGI, with Stripe unreachable: ingest must not need it."""
-    async with asgi_client(hook_settings, hook_services, client_addr=("198.51.100.4", 443)) as http:
-        yield http
+# The app over ASGI, with Stripe unreachable: ingest must not need it.
+hook_services, hook_client = stack_fixtures(
+    "hook_settings",
+    services="hook_services",
+    client="hook_client",
+    client_addr=("198.51.100.4", 443),
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,20 @@ from azora_payments.config import Settings
 from azora_payments.db.models import Job, Payment, WebhookEvent
 from azora_payments.db.types import utcnow
 from azora_payments.devstack.emulator import configure_webhook
+from azora_payments.devstack.processes import start_server
 from azora_payments.domain import reconcile
 from azora_payments.jobs.events import replay_command
 from azora_payments.services import Services
 from tests.conftest import (
     STRIPE_KEY,
     WEBHOOK_SECRET,
-    asgi_client,
     bearer,
     emulator_settings,
     free_port,
     make_token,
-    open_services,
     server_env,
+    stack_fixtures,
     unique_user,
-    wait_http,
 )
 from tests.webhooks.conftest import (
     event,
@@ -57,18 +56,9 @@ def e2e_settings(database_url: str, tmp_path: Path, own_emulator: str) -> Settin
     return emulator_settings(database_url, tmp_path, own_emulator, reconcile_after_seconds=1)
 
 
-@pytest.fixture
-async def e2e_services(e2e_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(e2e_settings) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def e2e_api(
-    e2e_settings: Settings, e2e_services: Services
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(e2e_settings, e2e_services, client_addr=("203.0.113.20", 4321)) as http:
-        yield http
+e2e_services, e2e_api = stack_fixtures(
+    "e2e_settings", services="e2e_services", client="e2e_api", client_addr=("203.0.113.20", 4321)
+)
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,20 +74,10 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def server(e2e_settings: Settings) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azora_payments.cli", "serve", "--port", str(port)],
-        env=server_env(e2e_settings, RATE_LIMIT_IP="100000/minute"),
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz", proc=proc)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
+def server(e2e_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    env = server_env(e2e_settings, RATE_LIMIT_IP="100000/minute")
+    with start_server(env, tmp_path / "server.log") as process:
+        yield process.url
 
 
 async def stripe_post(base: str, path: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,14 @@ from azora_payments.app import create_app
 from azora_payments.config import Settings
 from azora_payments.db.models import Job, Payment, WebhookEvent
 from azora_payments.services import Services
-from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.conftest import (
+    ASGI_DEFAULT_CLIENT,
+    WEBHOOK_SECRET,
+    asgi_client,
+    make_settings,
+    open_services,
+    over_asgi,
+)
 from tests.webhooks.conftest import (
     WEBHOOK_PATH,
     event,
@@ -58,16 +65,15 @@ async def test_second_secret_of_a_rotation_is_accepted(database_url: str) -> Non
     settings = make_settings(
         database_url, stripe_webhook_secret=f"whsec_old0123456789,{WEBHOOK_SECRET}"
     )
-    services = Services(settings)
-    try:
-        app = create_app(settings, services=services)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            assert settings.stripe_webhook_secret[1] == WEBHOOK_SECRET
-            response = await send(http, event("charge.captured", {"id": "ch_1"}))
-            assert response.status_code == 200
-    finally:
-        await services.close()
+    async with (
+        open_services(settings) as services,
+        asgi_client(
+            settings, services, client_addr=ASGI_DEFAULT_CLIENT, base_url="http://t"
+        ) as http,
+    ):
+        assert settings.stripe_webhook_secret[1] == WEBHOOK_SECRET
+        response = await send(http, event("charge.captured", {"id": "ch_1"}))
+        assert response.status_code == 200
 
 
 def _bad_deliveries() -> list[tuple[str, bytes, dict[str, str]]]:
@@ -141,19 +147,15 @@ async def test_duplicate_delivery_is_acknowledged_and_applied_once(
 
 
 async def test_a_database_that_cannot_record_answers_500(hook_settings: Settings) -> None:
-    services = Services(hook_settings)
-    app = create_app(hook_settings, services=services)
-    # The engine is gone (disposed, and its URL now points nowhere): recording must fail.
-    await services.db.dispose()
     from azora_payments.db.session import Database
 
-    services.db = Database("postgresql://nobody@127.0.0.1:9/none", pool_size=1)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with open_services(hook_settings) as services:
+        app = create_app(hook_settings, services=services)
+        # The engine is gone (disposed, and its URL now points nowhere): recording must fail.
+        await services.db.dispose()
+        services.db = Database("postgresql://nobody@127.0.0.1:9/none", pool_size=1)
+        async with over_asgi(app, client_addr=ASGI_DEFAULT_CLIENT, base_url="http://t") as http:
             response = await send(http, event("payment_intent.succeeded", {"id": "pi_z"}))
         assert response.status_code == 500
         assert response.json()["code"] == "internal_error"
         assert "127.0.0.1" not in response.text
-    finally:
-        await services.close()

@@ -14,7 +14,7 @@ import pytest
 
 from azora_payments.config import Settings
 from azora_payments.services import Services
-from tests.conftest import asgi_client, make_settings, open_services
+from tests.conftest import asgi_client, make_settings, services_fixture
 from tests.webhooks.conftest import WEBHOOK_PATH, event, intent_obj, send, sign
 
 STRIPE_ADDRESS = ("3.18.12.63", 443)
@@ -35,10 +35,7 @@ def limit_settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-async def limit_services(limit_settings: Settings) -> AsyncIterator[Services]:
-    async with open_services(limit_settings) as svc:
-        yield svc
+limit_services = services_fixture("limit_settings", name="limit_services")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import httpx
 import jwt
 
 from azora_payments.devstack.emulator import EmulatorProcess
+from azora_payments.devstack.processes import wait_http
 
 DEV_STRIPE_KEY = "sk_test_azora_dev_stack_key"
 DEV_PUBLISHABLE_KEY = "pk_test_azora_dev_stack_key"
@@ -128,7 +129,8 @@ def run_dev(*, host: str, port: int, base: Path | None = None) -> int:
             subprocess.Popen([*command, "serve", "--host", host, "--port", str(port)], env=env)
         )
         processes.append(subprocess.Popen([*command, "worker"], env=env))
-        _wait_ready(f"{url}/readyz", processes[0])
+        # Ready once the database answers too; a slow machine gets the helper's long deadline.
+        wait_http(f"{url}/readyz", proc=processes[0], ok=lambda status: status == 200)
         card = _test_card(emulator.base_url)
         demo = dev_token(
             secret, "demo-user", email="demo@azora.example", name="Demo User", roles=[]
@@ -224,17 +226,3 @@ def _demo_checkout(url: str, backend_token: str) -> str:
     )
     response.raise_for_status()
     return str(response.json()["url"])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the API server exited during start-up")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become ready")

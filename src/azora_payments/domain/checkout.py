@@ -44,8 +44,8 @@ from azora_payments.errors import (
     CheckoutSessionNotFound,
     ReceiptNotReady,
 )
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ids import new_secret_id
-from azora_payments.stripe_gateway import StripeGateway
 
 FAILED = (PaymentStatus.FAILED, PaymentStatus.CANCELED)
 # The id is the customer's only credential on the checkout page: 160 random bits.

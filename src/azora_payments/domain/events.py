@@ -36,12 +36,12 @@ from azora_payments.domain.methods import settle_payment_method
 from azora_payments.domain.payments import intent_mismatch, refuse_mismatch, settle_intent
 from azora_payments.domain.refunds import settle_refund
 from azora_payments.errors import InternalError, InvalidSignature
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.jobs.queue import enqueue, kind_named
 from azora_payments.jobs.registry import JobKind
 from azora_payments.logs import log_fields
 from azora_payments.metrics import WEBHOOK_EVENTS
 from azora_payments.stripe_gateway import (
-    StripeGateway,
     StripeRefund,
     intent_from_object,
     refund_from_object,

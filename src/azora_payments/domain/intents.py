@@ -16,8 +16,9 @@ from azora_payments.domain import audit
 from azora_payments.domain.final_answers import GIVEN_UP
 from azora_payments.domain.payments import apply_intent
 from azora_payments.errors import ServiceUnavailable
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.logs import log_fields
-from azora_payments.stripe_gateway import StripeGateway, StripeIntent, StripeRejected
+from azora_payments.stripe_gateway import StripeIntent, StripeRejected
 
 logger = logging.getLogger(__name__)
 

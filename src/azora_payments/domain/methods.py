@@ -24,7 +24,8 @@ from azora_payments.db.session import Database
 from azora_payments.db.types import utcnow
 from azora_payments.domain import audit
 from azora_payments.errors import PaymentMethodNotFound
-from azora_payments.stripe_gateway import StripeGateway, StripePaymentMethod, StripeRejected
+from azora_payments.gateway_protocol import StripeGateway
+from azora_payments.stripe_gateway import StripePaymentMethod, StripeRejected
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,12 @@ from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
 from azora_payments.domain.views import payment_view
 from azora_payments.errors import PaymentMethodNotFound, StripeUnavailable
 from azora_payments.faults import crash_point
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ids import new_id
 from azora_payments.stripe_gateway import (
     Card,
     CardDeclined,
     PaymentError,
-    StripeGateway,
     StripePaymentMethod,
     StripeRejected,
 )

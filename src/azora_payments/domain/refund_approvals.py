@@ -35,8 +35,8 @@ from azora_payments.errors import (
     PaymentNotFound,
     PaymentNotRefundable,
 )
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ids import new_id
-from azora_payments.stripe_gateway import StripeGateway
 
 PENDING = "pending"
 APPROVED = "approved"

@@ -35,8 +35,9 @@ from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.refunds import fail, recount_refunded, refundable, settle_refund
 from azora_payments.domain.views import refund_view
 from azora_payments.errors import PaymentNotFound, PaymentNotRefundable, StripeUnavailable
+from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ids import new_id
-from azora_payments.stripe_gateway import StripeGateway, StripeRefund, StripeRejected
+from azora_payments.stripe_gateway import StripeRefund, StripeRejected
 
 REFUND_CREATED = "refund_created"
 # Stripe's word that less remains than we knew (a refund made in its dashboard we have not
