@@ -82,7 +82,7 @@ async def test_operators_get_the_three_metrics_and_users_none(
         assert metrics["stripe"] > 0
         assert metrics["db"] > 0
         # Both are parts of the request, one after the other: never more than the whole.
-        assert metrics["stripe"] + metrics["db"] <= metrics["total"] + 0.1
+        assert metrics["stripe"] + metrics["db"] <= metrics["total"] + 0.2  # rounding to 0.1
 
         assert timings(await pay(http, buyer())) is None
         # Not authenticated at all: no header either.
