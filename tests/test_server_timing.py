@@ -19,6 +19,7 @@ from tests.conftest import (
     emulator_settings,
     make_settings,
     make_token,
+    open_services,
     unique_user,
 )
 from tests.test_payments import PROCESS, payment_body
@@ -142,6 +143,26 @@ async def test_own_time_histogram_is_total_minus_stripe(
     # The payment called Stripe, so our own time is less than the whole.
     assert 0 < own < total
     assert f'{OWN_TIME}_bucket{{le="0.005",method="POST",route="{PROCESS}"}}' in after
+
+
+async def test_a_signed_in_console_operator_is_an_operator(
+    database_url: str, tmp_path: Path, stripe_emulator: str
+) -> None:
+    from tests.console.conftest import browser_like, sign_in
+
+    settings = emulator_settings(
+        database_url, tmp_path, stripe_emulator, console_enabled=True, server_timing="operators"
+    )
+    async with open_services(settings) as services, browser_like(settings, services) as http:
+        login = await http.get("/console/login")
+        assert login.status_code == 200
+        assert timings(login) is None  # nobody signed in yet
+        await sign_in(http)
+        overview = await http.get("/console")
+        assert overview.status_code == 200
+        metrics = timings(overview)
+        assert metrics is not None
+        assert metrics["db"] > 0
 
 
 @pytest.mark.parametrize(
