@@ -5,10 +5,13 @@ the Stripe emulator, on a PostgreSQL database of its own. Prints figures; assert
 
 For each concurrency level: payments per second, p50/p99 latency, and the CPU time each payment
 cost the service process, the emulator and PostgreSQL (the backends connected to the benchmark
-database), from /proc/<pid>/stat. Then the emulator's own ceiling: the same PaymentIntent
+database), from /proc/<pid>/stat; and, from each answer's `Server-Timing` (the server runs with
+SERVER_TIMING=all), p50/p99 of our own time (the server's total less its time waiting on
+Stripe) beside the server's total. Then the emulator's own ceiling: the same PaymentIntent
 create+confirm posted straight to it, at the same concurrency, so the figures show what the
-service adds. Each level starts from an empty emulator. Aim (issue 5): under 5 ms of service
-CPU per payment.
+service adds, with the ratios of the two. Each level starts from an empty emulator. Aims (issue
+16): service CPU under 5 ms per payment, then 3; own time p50 about 25 ms or less (what the best
+payment switches publish for theirs).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -45,12 +49,18 @@ from machine import (
 
 STRIPE_KEY = "sk_test_" + secrets.token_hex(12)
 JWT_SECRET = secrets.token_urlsafe(48)
-
-
-# ---------------------------------------------------------------- machine and processes
+SERVER_TIMING_METRIC = re.compile(r"([\w-]+);dur=([\d.]+)")
 
 
 # ---------------------------------------------------------------- load
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (any unit); NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -60,20 +70,30 @@ class Run:
     seconds: float
     latencies: list[float]
     errors: dict[int, int]
+    # ms, from each answer's Server-Timing: the server's total, and that less Stripe's share.
+    server_totals: list[float]
+    own_times: list[float]
 
     @property
     def rate(self) -> float:
         return self.done / self.seconds
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return pct(self.latencies, q) * 1000
 
 
-async def load(clients: int, count: int, send: Callable[[int], Awaitable[int]]) -> Run:
-    """`count` requests from `clients` concurrent senders; `send(n)` returns the status."""
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """`Server-Timing: stripe;dur=…, db;dur=…, total;dur=…` as {name: ms} (empty if absent)."""
+    header = response.headers.get("server-timing", "")
+    return {name: float(dur) for name, dur in SERVER_TIMING_METRIC.findall(header)}
+
+
+async def load(clients: int, count: int, send: Callable[[int], Awaitable[httpx.Response]]) -> Run:
+    """`count` requests from `clients` concurrent senders; `send(n)` returns the answer."""
     latencies: list[float] = []
     errors: dict[int, int] = {}
+    server_totals: list[float] = []
+    own_times: list[float] = []
     next_n = 0
 
     async def sender() -> None:
@@ -82,14 +102,19 @@ async def load(clients: int, count: int, send: Callable[[int], Awaitable[int]]) 
             n = next_n
             next_n += 1
             started = time.perf_counter()
-            status = await send(n)
+            response = await send(n)
             latencies.append(time.perf_counter() - started)
-            if status not in (200, 201):
-                errors[status] = errors.get(status, 0) + 1
+            if response.status_code not in (200, 201):
+                errors[response.status_code] = errors.get(response.status_code, 0) + 1
+            timing = server_timing(response)
+            if "total" in timing:
+                server_totals.append(timing["total"])
+                own_times.append(timing["total"] - timing.get("stripe", 0.0))
 
     started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(clients)))
-    return Run(clients, count, time.perf_counter() - started, latencies, errors)
+    seconds = time.perf_counter() - started
+    return Run(clients, count, seconds, latencies, errors, server_totals, own_times)
 
 
 def tokens(users: int, *, prefix: str) -> list[dict[str, str]]:
@@ -117,14 +142,13 @@ async def through_service(
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as http:
 
-        async def send(n: int) -> int:
+        async def send(n: int) -> httpx.Response:
             user = headers[n % len(headers)]
-            response = await http.post(
+            return await http.post(
                 "/api/payments/process",
                 json=BODY,
                 headers={**user, "Idempotency-Key": uuid.uuid4().hex},
             )
-            return response.status_code
 
         return await load(clients, count, send)
 
@@ -137,8 +161,8 @@ async def straight_to_emulator(emulator: str, clients: int, count: int) -> Run:
     ) as http:
         customer = (await http.post("/v1/customers", data={"email": "e@shop.example"})).json()
 
-        async def send(n: int) -> int:
-            response = await http.post(
+        async def send(n: int) -> httpx.Response:
+            return await http.post(
                 "/v1/payment_intents",
                 data={
                     "amount": "2000",
@@ -154,7 +178,6 @@ async def straight_to_emulator(emulator: str, clients: int, count: int) -> Run:
                 },
                 headers={"Idempotency-Key": f"azora:pi:{uuid.uuid4().hex}"},
             )
-            return response.status_code
 
         return await load(clients, count, send)
 
@@ -218,6 +241,8 @@ def main() -> None:
             STRIPE_API_BASE=emu,
             STRIPE_MAX_NETWORK_RETRIES="1",
             JWT_SECRET=JWT_SECRET,
+            # Each answer says how long it waited on Stripe: our own time is the rest.
+            SERVER_TIMING="all",
         )
         server = start_bench_server(env, workdir)
         base = server.url
@@ -226,7 +251,8 @@ def main() -> None:
             "# each level starts from an empty emulator (its cost per request grows with the "
             "objects it holds) and new buyers, warmed up with one payment each (not counted)"
         )
-        service_rows, emulator_rows = [], []
+        service_rows, emulator_rows, ratio_rows = [], [], []
+        first_cpu: float | None = None
         for clients, count in zip(levels, counts, strict=True):
             asyncio.run(reset_emulator(emu))
             headers = tokens(args.users, prefix=f"bench{clients}")
@@ -240,42 +266,67 @@ def main() -> None:
             pg_after = asyncio.run(database_cpu(url))
             pg_used = sum(pg_after.values()) - sum(pg.get(pid, 0.0) for pid in pg_after)
             calls = sum(asyncio.run(stripe_counts(emu)).values()) - calls_before
+            load_during = loadavg().split()[0]
+            svc_ms = svc / count * 1000
+            first_cpu = svc_ms if first_cpu is None else first_cpu
+            own50, total50 = pct(run.own_times, 0.5), pct(run.server_totals, 0.5)
             service_rows.append(
                 f"{clients:>7} {count:>8} {run.rate:>7.1f} {run.pct(0.5):>7.1f} "
-                f"{run.pct(0.99):>7.1f} {svc / count * 1000:>14.2f} "
+                f"{run.pct(0.99):>7.1f} {own50:>7.1f} {pct(run.own_times, 0.99):>7.1f} "
+                f"{total50:>7.1f} {pct(run.server_totals, 0.99):>7.1f} {svc_ms:>8.2f} "
                 f"{emu_cpu / count * 1000:>7.2f} {pg_used / count * 1000:>6.2f} "
-                f"{calls / count:>16.2f} {run.errors or '-'}"
+                f"{calls / count:>7.2f} {load_during:>5} {run.errors or '-'}"
             )
 
             asyncio.run(reset_emulator(emu))
             emu_cpu = cpu_seconds(emu_proc.pid)
-            run = asyncio.run(straight_to_emulator(emu, clients, count))
+            ceiling = asyncio.run(straight_to_emulator(emu, clients, count))
             emu_cpu = cpu_seconds(emu_proc.pid) - emu_cpu
             emulator_rows.append(
-                f"{clients:>7} {count:>8} {run.rate:>7.1f} {run.pct(0.5):>7.1f} "
-                f"{run.pct(0.99):>7.1f} {emu_cpu / count * 1000:>14.2f} {run.errors or '-'}"
+                f"{clients:>7} {count:>8} {ceiling.rate:>7.1f} {ceiling.pct(0.5):>7.1f} "
+                f"{ceiling.pct(0.99):>7.1f} {emu_cpu / count * 1000:>14.2f} "
+                f"{loadavg().split()[0]:>5} {ceiling.errors or '-'}"
+            )
+            ratio_rows.append(
+                f"{clients:>7} {run.rate / ceiling.rate * 100:>13.1f} "
+                f"{run.pct(0.5) / ceiling.pct(0.5):>13.1f} "
+                f"{own50 / total50 * 100:>13.1f} {svc_ms / first_cpu:>13.2f}"
             )
 
         print()
         print("## through the service (each request a new Idempotency-Key, pm_card_visa)")
         print(
-            f"{'clients':>7} {'payments':>8} {'pay/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'svc CPU ms/pay':>14} {'emu CPU':>7} {'pg CPU':>6} {'stripe calls/pay':>16} "
-            f"errors"
+            "# own = the server's Server-Timing total less its stripe share; srv = that total "
+            "(request in to response headers out); p50/p99 columns in ms; load = 1-min "
+            "load average at the end of the level"
+        )
+        print(
+            f"{'clients':>7} {'payments':>8} {'pay/s':>7} {'p50':>7} {'p99':>7} "
+            f"{'own p50':>7} {'own p99':>7} {'srv p50':>7} {'srv p99':>7} {'svc CPU':>8} "
+            f"{'emu CPU':>7} {'pg CPU':>6} {'calls':>7} {'load':>5} errors"
         )
         print("\n".join(service_rows))
         print()
-        print("## the emulator alone (PaymentIntent create+confirm posted straight to it)")
+        print("## the ceiling: the emulator alone (PaymentIntent create+confirm posted to it)")
         print(
             f"{'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'emu CPU ms/req':>14} errors"
+            f"{'emu CPU ms/req':>14} {'load':>5} errors"
         )
         print("\n".join(emulator_rows))
         print()
+        print("## ratios (service against the ceiling of the same level; own time in the total)")
         print(
-            "# aim: service CPU under 5 ms per payment. CPU columns are ms per payment "
-            f"(clock tick 1/{TICK} s); client, server, emulator and PostgreSQL share "
-            f"{os.cpu_count()} cores; load average after: {loadavg()}."
+            f"{'clients':>7} {'% of ceil/s':>13} {'p50 x ceil':>13} {'own % of srv':>13} "
+            f"{'CPU vs first':>13}"
+        )
+        print("\n".join(ratio_rows))
+        print()
+        print(
+            "# aims: service CPU under 5 ms per payment, then 3; own time p50 about 25 ms. CPU "
+            f"columns are ms per payment (clock tick 1/{TICK} s); calls = Stripe calls per "
+            "payment; CPU vs first = the cost per payment against the first level's (flat is "
+            f"the goal); client, server, emulator and PostgreSQL share {os.cpu_count()} cores; "
+            f"load average after: {loadavg()}."
         )
     finally:
         stop_server(server, workdir)

@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         rate_limit_ip=settings.rate_limit_ip,
         webhook_max_body_bytes=settings.webhook_max_body_bytes,
         rate_limit_webhook_failures=settings.rate_limit_webhook_failures,
+        server_timing=settings.server_timing_mode,
     )
     telemetry.instrument_app(app)
     return app

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(default=8, gt=0, le=24 * 7)
     console_refund_approval_above: int | None = Field(default=None, ge=0)
 
+    # `Server-Timing` on answers: none, operators' only, or all (the dev default). Not for all in
+    # production: to a card tester it would tell whether Stripe was called.
+    server_timing: Literal["off", "operators", "all"] | None = None
+
     # Checkout sessions and their page: on in dev, off elsewhere unless CHECKOUT_ENABLED says so.
     checkout_enabled: bool | None = None
     stripe_publishable_key: str | None = Field(default=None, pattern=r"^pk_(test|live)_\w+$")
@@ -331,6 +335,12 @@ class Settings(BaseSettings):
         if self.console_enabled is not None:
             return self.console_enabled
         return self.environment == "dev"
+
+    @property
+    def server_timing_mode(self) -> Literal["off", "operators", "all"]:
+        if self.server_timing is not None:
+            return self.server_timing
+        return "all" if self.environment == "dev" else "off"
 
     @property
     def checkout_on(self) -> bool:

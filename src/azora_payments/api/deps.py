@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from azora_payments import request_timing
 from azora_payments.auth import InvalidToken, User
 from azora_payments.domain.audit import Actor
 from azora_payments.errors import Forbidden, Unauthenticated
@@ -33,6 +34,9 @@ async def get_current_user(request: Request, services: ServicesDep) -> User:
         user = await services.verifier.verify(token.strip())
     except InvalidToken:
         raise Unauthenticated("The token is not valid.") from None
+    timing = request_timing.current()
+    if timing is not None:
+        timing.operator = user.is_operator
     await services.limiter.check(services.settings.rate_limit_user, "user", user.id)
     return user
 

@@ -1,4 +1,5 @@
-"""The ASGI edge: request ids, body limit, security headers, metrics, access log, last-resort 500.
+"""The ASGI edge: request ids, body limit, security headers, metrics, access log, Server-Timing,
+last-resort 500.
 
 One pure ASGI middleware rather than a stack of BaseHTTPMiddleware layers: it sees every
 response, including the errors raised below it, and costs one function call per request.
@@ -10,9 +11,8 @@ import ipaddress
 import json
 import logging
 import re
-import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,8 +24,11 @@ from azora_payments.errors import (
     RateLimited,
 )
 from azora_payments.logs import log_fields, request_id_var
-from azora_payments.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from azora_payments.metrics import HTTP_LATENCY, HTTP_OWN_TIME, HTTP_REQUESTS
 from azora_payments.ratelimit import RateLimiter
+from azora_payments.request_timing import RequestTiming
+from azora_payments.request_timing import finish as finish_timing
+from azora_payments.request_timing import start as start_timing
 from azora_payments.telemetry import annotate
 
 logger = logging.getLogger("azora_payments.access")
@@ -77,8 +80,10 @@ class EdgeMiddleware:
         rate_limit_ip: str | None = None,
         webhook_max_body_bytes: int | None = None,
         rate_limit_webhook_failures: str | None = None,
+        server_timing: Literal["off", "operators", "all"] = "off",
     ) -> None:
         self.app = app
+        self.server_timing = server_timing
         self.max_body_bytes = max_body_bytes
         self.webhook_max_body_bytes = webhook_max_body_bytes or max_body_bytes
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
@@ -90,7 +95,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        timing, timing_token = start_timing()
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
         annotate(request_id=request_id)
@@ -128,8 +133,9 @@ class EdgeMiddleware:
             await self._send_problem(send, early, [*extra_headers, default_csp])
             if webhook:
                 await self._count_webhook_failure(scope, client_ip, early.status)
-            self._observe(scope, early.status, started)
+            self._observe(scope, early.status, timing)
             request_id_var.reset(token)
+            finish_timing(timing_token)
             return
 
         received = 0
@@ -164,6 +170,8 @@ class EdgeMiddleware:
                 # policies would both be enforced.
                 own_csp = any(k.lower() == b"content-security-policy" for k, _ in headers)
                 message["headers"] = headers + extra_headers + ([] if own_csp else [default_csp])
+                if self._shows_timing(timing):
+                    message["headers"].append((b"server-timing", timing.server_timing()))
             await send(message)
 
         try:
@@ -182,8 +190,16 @@ class EdgeMiddleware:
                 status = 413
             if webhook:
                 await self._count_webhook_failure(scope, client_ip, status)
-            self._observe(scope, status, started)
+            self._observe(scope, status, timing)
             request_id_var.reset(token)
+            finish_timing(timing_token)
+
+    def _shows_timing(self, timing: RequestTiming) -> bool:
+        # Never to everyone in production: to a card tester, Stripe's share would tell whether
+        # a card reached Stripe.
+        if self.server_timing == "all":
+            return True
+        return self.server_timing == "operators" and timing.operator
 
     async def _check_webhook_failures(
         self, scope: Scope, client_ip: str | None
@@ -279,12 +295,13 @@ class EdgeMiddleware:
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _observe(self, scope: Scope, status: int, started: float) -> None:
-        elapsed = time.perf_counter() - started
+    def _observe(self, scope: Scope, status: int, timing: RequestTiming) -> None:
+        elapsed = timing.elapsed()
         route = _route_template(scope)
         method = scope["method"]
         HTTP_REQUESTS.labels(method, route, str(status)).inc()
         HTTP_LATENCY.labels(method, route).observe(elapsed)
+        HTTP_OWN_TIME.labels(method, route).observe(max(0.0, elapsed - timing.stripe_seconds))
         logger.info(
             "request",
             extra=log_fields(

@@ -15,6 +15,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
+from azora_payments import request_timing
 from azora_payments.api.deps import ServicesDep
 from azora_payments.domain import audit, money
 from azora_payments.domain import console_sessions as sessions
@@ -134,6 +135,10 @@ async def current_operator(request: Request, services: ServicesDep) -> ConsoleOp
     if operator is None:
         raise SignInRequired()
     request.state.console_operator = operator
+    timing = request_timing.current()
+    if timing is not None:
+        # Only operators can hold a console session (sign-in refuses other roles).
+        timing.operator = True
     return operator
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from azora_payments.errors import DatabaseUnavailable
+from azora_payments.request_timing import time_statements
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY = "azora_read_only"
@@ -82,6 +83,7 @@ def create_engine(
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         engine = sa_asyncio.create_async_engine(url, poolclass=NullPool, **kwargs)
         _configure_sqlite(engine)
+        time_statements(engine)
         return engine
     connect_args = pooler_connect_args(pooler)
     if connect_args:
@@ -92,6 +94,7 @@ def create_engine(
     # Called through its module, so that the SQLAlchemy instrumentation (`telemetry`) sees it.
     engine = sa_asyncio.create_async_engine(url, pool_size=2 * pool_size, max_overflow=0, **kwargs)
     _check_liveness(engine)
+    time_statements(engine)
     return engine
 
 
