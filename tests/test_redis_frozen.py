@@ -57,9 +57,12 @@ async def test_payments_skip_a_frozen_redis_and_use_it_again_once_it_answers(
         try:
             frozen = await _pay(http, headers, 5)
             # Four Redis calls a payment (two rate-limit counts, the cached answer read and
-            # write): without the breaker each waits out its timeout, 20 waits here.
-            assert breaker.failures == 1, breaker.failures
-            assert breaker.skipped >= 19
+            # write): without the breaker each waits out its timeout, 20 waits here. With it,
+            # one call a window tries Redis: one in all, unless a loaded machine made the five
+            # payments outlast the window (a run at load 10 saw 2 for that reason).
+            windows = 1 + int(frozen // breaker.open_seconds)
+            assert 1 <= breaker.failures <= windows, (breaker.failures, frozen)
+            assert breaker.skipped >= 20 - breaker.failures
             assert breaker.is_open
             # Generous for a loaded machine; without the breaker this took 20 timeouts more.
             assert frozen < 2 * healthy + 1.5, (frozen, healthy)
