@@ -37,6 +37,7 @@ from azora_payments.domain.methods import settle_payment_method
 from azora_payments.domain.payments import intent_mismatch, refuse_mismatch, settle_intent
 from azora_payments.domain.refunds import settle_refund
 from azora_payments.errors import InternalError, InvalidSignature
+from azora_payments.jobs import wakeup
 from azora_payments.jobs.queue import enqueue, enqueued_together, kind_named
 from azora_payments.jobs.registry import JobKind
 from azora_payments.logs import log_fields
@@ -102,6 +103,8 @@ async def ingest(
         WEBHOOK_EVENTS.labels(event_type, "record_failed").inc()
         logger.exception("stripe event not recorded", extra=log_fields(event=event_id))
         raise InternalError("The event could not be recorded.") from None
+    if recorded:
+        wakeup.poke(db)
     outcome = "recorded" if recorded else "duplicate"
     WEBHOOK_EVENTS.labels(event_type, outcome).inc()
     return outcome

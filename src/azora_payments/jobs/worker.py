@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments import metrics, telemetry
 from azora_payments.db.repositories import jobs as jobs_repo
 from azora_payments.db.repositories.jobs import ClaimedJob
 from azora_payments.db.types import utcnow
+from azora_payments.jobs import wakeup
 from azora_payments.jobs.queue import refresh_gauges
 from azora_payments.jobs.registry import JobContext, JobKind, registered_kinds
 from azora_payments.logs import log_fields, scrub
@@ -63,6 +65,9 @@ class WorkerOptions:
     recover_seconds: float = 1.0
     schedule_seconds: float = 60.0
     metrics_seconds: float = 5.0
+    # On PostgreSQL without a pooler, wake at once when the webhook ingest notifies
+    # (`jobs.wakeup`) rather than at the next poll; the poll stays, for what a notification misses.
+    listen: bool = True
     # Run what is due, then exit.
     once: bool = False
 
@@ -100,6 +105,9 @@ class Worker:
         # Each task runs one job, or a batch of one kind's jobs (`JobKind.batch`).
         self._inflight: dict[asyncio.Task[None], list[ClaimedJob]] = {}
         self._stop = asyncio.Event()
+        # Set by a notification that jobs were committed; cleared before each claim, so that
+        # one arriving during a claim that came back short is not lost.
+        self._woken = asyncio.Event()
         self._force = asyncio.Event()
         self._seen_kinds: set[str] = set()
         self._done_pending: list[tuple[ClaimedJob, asyncio.Future[None]]] = []
@@ -140,6 +148,11 @@ class Worker:
         due = {"recover": 0.0, "schedule": 0.0, "metrics": 0.0}
         failures = 0
         heartbeat = asyncio.create_task(self._heartbeat())
+        listening = self.options.listen and not self.options.once
+        listening = listening and wakeup.can_listen(
+            self.services.db, pooler=self.services.settings.database_pooler
+        )
+        listener = asyncio.create_task(self._listen()) if listening else None
         try:
             while not self._stop.is_set():
                 now = loop.time()
@@ -155,6 +168,7 @@ class Worker:
                         await self._refresh_gauges(kinds)
                         due["metrics"] = now + self.options.metrics_seconds
                     free = self.options.concurrency - len(self._inflight)
+                    self._woken.clear()
                     asked_batch = self.options.batch_size if batch_leases and free > 0 else 0
                     batch = await self._claim(batch_leases, asked_batch) if asked_batch else []
                     if batch:
@@ -196,8 +210,10 @@ class Worker:
             try:
                 await self._drain()
             finally:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
+                background = [heartbeat] if listener is None else [heartbeat, listener]
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
             logger.info(
                 "worker stopped", extra=log_fields(worker_id=self.worker_id, runs=self.runs)
             )
@@ -264,6 +280,31 @@ class Worker:
                     )
                     task.cancel()
 
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection while running, opened again after a loss; meanwhile the
+        poll alone finds the jobs."""
+        delay = 1.0
+        while True:
+            try:
+                conn = await wakeup.listen(self.services.db, self._woken.set)
+            except Exception:
+                logger.warning(
+                    "could not listen for new jobs: polling only, trying again",
+                    exc_info=True,
+                    extra=log_fields(worker_id=self.worker_id, retry_in_s=delay),
+                )
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            delay = 1.0
+            await _until_lost(conn)
+            # What was notified while it was away is due now.
+            self._woken.set()
+            logger.warning(
+                "lost the connection listening for new jobs: opening another",
+                extra=log_fields(worker_id=self.worker_id),
+            )
+
     def _start(self, work: Coroutine[Any, Any, None], jobs: list[ClaimedJob]) -> None:
         task = asyncio.create_task(work)
         self._inflight[task] = jobs
@@ -280,9 +321,11 @@ class Worker:
             pass
 
     async def _wait(self, *, tasks: bool) -> None:
-        """Until the poll interval passes, a stop is asked, or (with `tasks`) a slot frees."""
+        """Until the poll interval passes, a stop is asked, jobs are notified, or (with `tasks`)
+        a slot frees."""
         stop: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
-        waiting: set[asyncio.Future[Any]] = {stop}
+        woken: asyncio.Future[Any] = asyncio.ensure_future(self._woken.wait())
+        waiting: set[asyncio.Future[Any]] = {stop, woken}
         if tasks:
             waiting.update(self._inflight)
         try:
@@ -291,6 +334,7 @@ class Worker:
             )
         finally:
             stop.cancel()
+            woken.cancel()
 
     async def _drain(self) -> None:
         """Let the jobs in hand finish within the grace period; release the others."""
@@ -627,6 +671,15 @@ class Worker:
                 continue
             self._database_answered()
             return result
+
+
+async def _until_lost(conn: asyncpg.Connection) -> None:
+    lost = asyncio.Event()
+    conn.add_termination_listener(lambda _conn: lost.set())
+    try:
+        await lost.wait()
+    finally:
+        conn.terminate()
 
 
 def _by_kind(jobs: Iterable[ClaimedJob]) -> list[list[ClaimedJob]]:
