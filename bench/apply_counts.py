@@ -83,7 +83,7 @@ async def _drain(url: str, count: int, batch_size: int) -> Counts:
                 await events.record_event(session, _event(n), source="webhook")
         import_kind_modules()
         kind = get_kind(events.APPLY_KIND)
-        options = WorkerOptions(once=True, batch_size=batch_size, poll_seconds=0.05)
+        options = WorkerOptions(once=True, poll_seconds=0.05, **_batch_option(batch_size))
         worker = Worker(services, options=options, kinds={kind.name: kind})
         seen = {"statements": 0, "begins": 0, "ends": 0}
 
@@ -119,6 +119,13 @@ async def _drain(url: str, count: int, batch_size: int) -> Counts:
         return Counts(count, int(applied or 0), cpu_seconds=cpu, **seen)
     finally:
         await services.close()
+
+
+def _batch_option(size: int) -> dict[str, int]:
+    # Before `kind_batch_size` (main), the batched kinds' claims took `batch_size`.
+    if "kind_batch_size" in WorkerOptions.__dataclass_fields__:
+        return {"kind_batch_size": size}
+    return {"batch_size": size}
 
 
 def measure(count: int, batch_size: int) -> Counts:

@@ -305,7 +305,7 @@ def main() -> None:
         from apply_counts import measure
         from azora_payments.jobs.worker import WorkerOptions
 
-        size = args.batch_size or WorkerOptions().batch_size
+        size = args.batch_size or getattr(WorkerOptions(), "kind_batch_size", 10)
         print("# in process, one worker: " + measure(args.counts, size).line(size))
     workdir = Path(tempfile.mkdtemp(prefix="azora-apply-bench-"))
     script = workdir / "bench.lua"
