@@ -169,10 +169,13 @@ def workers(
     concurrency: int | None,
     poll: float | None,
     profile: Path | None = None,
+    batch_size: int | None = None,
 ) -> Iterator[list[ServiceProcess]]:
     env = service_env(url)
     if poll is not None:
         env["WORKER_POLL_SECONDS"] = str(poll)
+    if batch_size is not None:
+        env["WORKER_BATCH_SIZE"] = str(batch_size)
     args = ["--kinds", "stripe.event.apply"]
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
@@ -230,7 +233,9 @@ def run_one(
                 write_events(path, per_server, first=n * per_server)
             since = db_now(url)
             wrk(url, running, script, args.connections, args.prefill_seconds, pre_files)
-            with workers(url, count, workdir, args.concurrency, args.poll, args.py_spy) as procs:
+            with workers(
+                url, count, workdir, args.concurrency, args.poll, args.py_spy, args.batch_size
+            ) as procs:
                 cpu0 = sum(cpu_seconds(p.pid) for p in procs)
                 left = wait_applied(url, args.timeout)
                 pg_cpu0 = database_cpu(url)
@@ -264,6 +269,10 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=None, help="worker --concurrency")
     parser.add_argument("--poll", type=float, default=None, help="WORKER_POLL_SECONDS")
+    parser.add_argument("--batch-size", type=int, default=None, help="WORKER_BATCH_SIZE")
+    parser.add_argument(
+        "--counts", type=int, default=300, help="events of the in-process count (0: none)"
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="wait for the drain")
     parser.add_argument(
         "--py-spy",
@@ -279,8 +288,15 @@ def main() -> None:
     print(
         f"# servers {args.servers}, wrk connections {args.connections}, live ingest "
         f"{args.seconds} s, worker concurrency {args.concurrency or 'default'}, poll "
-        f"{args.poll or 'default'}"
+        f"{args.poll or 'default'}, batch size {args.batch_size or 'default'}"
     )
+    if args.counts:
+        # Counted, not timed: what the load on the machine does not change.
+        from apply_counts import measure
+        from azora_payments.jobs.worker import WorkerOptions
+
+        size = args.batch_size or getattr(WorkerOptions(), "kind_batch_size", 10)
+        print("# in process, one worker: " + measure(args.counts, size).line(size))
     workdir = Path(tempfile.mkdtemp(prefix="azora-apply-bench-"))
     script = workdir / "bench.lua"
     script.write_text(WRK_SCRIPT)

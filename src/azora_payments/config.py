@@ -124,6 +124,8 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Jobs of a batched kind (webhook events) claimed and run together, in one transaction.
+    worker_batch_size: int = Field(default=50, ge=1, le=500)
     reconcile_after_seconds: int = Field(default=900, ge=1)
     # Abandoned 3-D Secure payments are canceled at Stripe after this (API.md).
     requires_action_expires_hours: int = Field(default=24, ge=1, le=24 * 30)

@@ -12,13 +12,17 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
-from azora_payments.db.models import AuditRecord, Job, Payment
+from azora_payments.db.models import AuditRecord, Job, Notification, Payment
 from azora_payments.domain import events as events_domain
+from azora_payments.domain.events import APPLY_KIND
 from azora_payments.services import Services
 from tests.webhooks.conftest import (
+    charge_obj,
+    dispute_obj,
     event,
     event_row,
     intent_obj,
+    refund_obj,
     reload,
     run_apply_jobs,
     seed_payment,
@@ -161,3 +165,78 @@ async def test_a_delivery_is_recorded_in_one_statement_on_postgres(
     stored = await event_row(hook_services, evt["id"])
     assert stored is not None
     assert stored.status == "applied"
+
+
+async def test_a_batch_costs_a_few_statements_per_event(
+    hook_client: httpx.AsyncClient, hook_services: Services
+) -> None:
+    count = 20
+    payments = [
+        await seed_payment(hook_services, status="processing", pi_id=f"pi_set_{n}")
+        for n in range(count)
+    ]
+    for n in range(count):
+        evt = event("payment_intent.succeeded", intent_obj(f"pi_set_{n}", status="succeeded"))
+        assert (await send(hook_client, evt)).status_code == 200
+    with counting(hook_services) as seen:
+        assert await run_apply_jobs(hook_services) == count
+    # Before: about 10 per event (lock the event, lock the payment, read its refunds and its
+    # receipt for the notification, insert the audit record, two jobs and the notification,
+    # update the payment and the event). Now the batch locks, reads and writes each table once:
+    # 11 a batch (one or two here), and the worker's claims and gauges. SQLite adds one per
+    # audit record: its RETURNING cannot be matched to the rows of a multi-row INSERT, so
+    # SQLAlchemy sends each alone.
+    per_event = 2 if hook_services.db.dialect == "postgresql" else 3
+    assert seen["statements"] <= per_event * count, seen
+    async with hook_services.db.transaction() as session:
+        jobs = (await session.scalars(select(Job).where(Job.kind != APPLY_KIND))).all()
+        told = (await session.scalars(select(Notification))).all()
+    receipts = sorted(j.unique_key or "" for j in jobs if j.kind == "receipt.issue")
+    assert receipts == sorted(f"receipt:{p.id}" for p in payments)
+    assert sorted((n.type, n.payment_id) for n in told) == sorted(
+        ("payment.succeeded", p.id) for p in payments
+    )
+    assert all(n.data["status"] == "succeeded" and n.data["refunds"] == [] for n in told)
+    deliveries = sorted(j.payload["id"] for j in jobs if j.kind == "notification.deliver")
+    assert deliveries == sorted(n.id for n in told)
+    for payment in payments:
+        assert await succeeded_audits(hook_services, payment.id) == 1
+
+
+async def test_a_notification_in_a_batch_carries_a_refund_applied_before_it(
+    hook_client: httpx.AsyncClient, hook_services: Services
+) -> None:
+    """The batch reads refunds once for all its payments; a refund event earlier in the same
+    batch must still show in a later event's notification, as it does one event at a time."""
+    payment = await seed_payment(
+        hook_services, status="succeeded", pi_id="pi_batch_rf", charge_id="ch_batch_rf"
+    )
+    refund = refund_obj(
+        "re_batch_rf", amount=500, status="succeeded", pi_id="pi_batch_rf", charge_id="ch_batch_rf"
+    )
+    evts = [
+        event("charge.refunded", charge_obj("ch_batch_rf", pi_id="pi_batch_rf", refunds=[refund])),
+        event(
+            "charge.dispute.created",
+            dispute_obj(
+                "dp_batch_rf", status="needs_response", charge_id="ch_batch_rf", pi_id="pi_batch_rf"
+            ),
+        ),
+    ]
+    for evt in evts:
+        assert (await send(hook_client, evt)).status_code == 200
+    with counting(hook_services) as seen:
+        assert await run_apply_jobs(hook_services) == 2
+    assert seen["event_commits"] == 1, seen  # both in one batch
+    async with hook_services.db.transaction() as session:
+        told = (
+            await session.scalars(
+                select(Notification).where(Notification.type == "payment.disputed")
+            )
+        ).one()
+    assert told.payment_id == payment.id
+    assert [(r["id"], r["amount"]) for r in told.data["refunds"]] == [
+        (told.data["refunds"][0]["id"], 500)
+    ]
+    assert told.data["amount_refunded"] == 500
+    assert told.data["disputed"] is True

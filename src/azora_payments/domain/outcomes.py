@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Refund
 from azora_payments.db.repositories import payments as payments_repo
-from azora_payments.domain import checkout_state, final_answers, notifications, receipts
+from azora_payments.domain import (
+    checkout_state,
+    event_batch,
+    final_answers,
+    notifications,
+    receipts,
+)
 from azora_payments.domain.statuses import PaymentStatus, RefundStatus
 from azora_payments.jobs import enqueue
 from azora_payments.logs import log_fields
@@ -99,9 +105,11 @@ async def dispute_changed(
 
 
 async def _tell_payment(session: AsyncSession, payment: Payment, kind: str) -> None:
-    refunds = await payments_repo.refunds_of(session, [payment.id])
-    receipts = await payments_repo.receipts_of(session, [payment.id])
-    data = notifications.payment_data(
-        payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
-    )
+    # A batch of webhook events read these for all its payments at once (`event_batch`).
+    known = event_batch.notification_reads(session, payment.id)
+    if known is None:
+        refunds = await payments_repo.refunds_of(session, [payment.id])
+        receipts = await payments_repo.receipts_of(session, [payment.id])
+        known = refunds.get(payment.id, []), receipts.get(payment.id)
+    data = notifications.payment_data(payment, refunds=known[0], receipt=known[1])
     await notifications.tell(session, type=kind, payment_id=payment.id, data=data)

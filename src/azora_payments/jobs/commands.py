@@ -52,6 +52,7 @@ def worker(
     options = WorkerOptions(
         concurrency=concurrency or settings.worker_concurrency,
         poll_seconds=settings.worker_poll_seconds,
+        kind_batch_size=settings.worker_batch_size,
         lease_seconds=lease,
         heartbeat_seconds=heartbeat if heartbeat is not None else lease / 3,
         grace_seconds=grace,

@@ -59,12 +59,8 @@ async def apply_events(
     queue's: oldest first). Applying is a handful of short statements, so one commit for a
     batch instead of three per event is most of the saving; any error rolls the batch back and
     each event is then applied alone by `apply_event`, which records its failure."""
-    done: list[events.AppliedEvent] = []
     with declines.collecting() as recorded:
-        for payload in payloads:
-            applied = await events.apply_recorded_in(session, str(payload["event_id"]))
-            if applied is not None:
-                done.append(applied)
+        done = await events.apply_batch_in(session, [str(p["event_id"]) for p in payloads])
 
     async def after_commit() -> None:
         for applied in done:

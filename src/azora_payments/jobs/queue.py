@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -47,25 +48,42 @@ async def enqueue(
     json.dumps(payload, allow_nan=False)
     now = utcnow()
     attempts = max_attempts if max_attempts is not None else spec.max_attempts
-    if unique_key is None:
-        jobs_repo.add(
-            session,
-            kind=kind,
-            payload=payload,
-            run_at=run_at or now,
-            max_attempts=attempts,
-            now=now,
-        )
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "run_at": run_at or now,
+        "max_attempts": attempts,
+        "now": now,
+    }
+    held: list[dict[str, Any]] | None = session.info.get(_HELD)
+    if held is not None:
+        held.append(jobs_repo.row(unique_key=unique_key, **fields))
+    elif unique_key is None:
+        jobs_repo.add(session, **fields)
+    else:
+        await jobs_repo.insert_unique(session, unique_key=unique_key, **fields)
+
+
+# `session.info` key of the jobs `enqueue` holds back for `enqueued_together`.
+_HELD = "azora.jobs.held"
+
+
+@asynccontextmanager
+async def enqueued_together(session: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, `enqueue` on `session` holds its jobs back, and the block's end writes
+    them in one statement, in the order enqueued (a unique key seen earlier, here or in the
+    table, still makes it a no-op): for a batch that enqueues many. They still commit with the
+    caller's transaction, or not at all; only nothing in the block may read them back."""
+    if _HELD in session.info:
+        yield  # already held by an outer block, which writes them
         return
-    await jobs_repo.insert_unique(
-        session,
-        kind=kind,
-        payload=payload,
-        run_at=run_at or now,
-        max_attempts=attempts,
-        unique_key=unique_key,
-        now=now,
-    )
+    held: list[dict[str, Any]] = []
+    session.info[_HELD] = held
+    try:
+        yield
+    finally:
+        del session.info[_HELD]
+    await jobs_repo.insert_many(session, held)
 
 
 async def refresh_gauges(db: Database, *, known: Iterable[str] = ()) -> set[str]:

@@ -37,6 +37,19 @@ async def get(
     return await one(session, query, for_update=for_update)
 
 
+async def lock_many(session: AsyncSession, event_ids: Sequence[str]) -> Sequence[WebhookEvent]:
+    """These recorded events, locked in id order (see `payments_repo.lock_by_intents`)."""
+    if not event_ids:
+        return []
+    query = (
+        select(WebhookEvent)
+        .where(WebhookEvent.id.in_(event_ids))
+        .order_by(WebhookEvent.id)
+        .with_for_update()
+    )
+    return (await session.scalars(query)).all()
+
+
 async def cursor(session: AsyncSession, name: str) -> datetime | None:
     row = await session.get(SyncCursor, name)
     return row.position if row is not None else None

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job
-from azora_payments.db.repositories.upsert import insert_ignore
+from azora_payments.db.repositories.upsert import insert_ignore, insert_ignore_many
 from azora_payments.db.types import UTCDateTime
 from azora_payments.domain.statuses import JobStatus
 
@@ -38,7 +38,18 @@ def add(
     now: datetime,
 ) -> None:
     """A job without a unique key: flushed with the caller's other changes at commit."""
-    session.add(Job(**_new(kind, payload, run_at=run_at, max_attempts=max_attempts, now=now)))
+    session.add(
+        Job(
+            **row(
+                kind=kind,
+                payload=payload,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                unique_key=None,
+                now=now,
+            )
+        )
+    )
 
 
 async def insert_unique(
@@ -52,15 +63,27 @@ async def insert_unique(
     now: datetime,
 ) -> bool:
     """Insert unless a job with `unique_key` exists (whatever its status); True if inserted."""
-    values = _new(kind, payload, run_at=run_at, max_attempts=max_attempts, now=now)
-    return await insert_ignore(
-        session, Job, {**values, "unique_key": unique_key}, conflict="unique_key"
+    values = row(
+        kind=kind,
+        payload=payload,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        unique_key=unique_key,
+        now=now,
     )
+    return await insert_ignore(session, Job, values, conflict="unique_key")
 
 
-def _new(
-    kind: str, payload: dict[str, Any], *, run_at: datetime, max_attempts: int, now: datetime
+def row(
+    *,
+    kind: str,
+    payload: dict[str, Any],
+    run_at: datetime,
+    max_attempts: int,
+    unique_key: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
+    """A new job's column values (for `add`, `insert_unique` and `insert_many`)."""
     return {
         "kind": kind,
         "payload": payload,
@@ -68,9 +91,25 @@ def _new(
         "attempts": 0,
         "max_attempts": max_attempts,
         "run_at": run_at,
+        "unique_key": unique_key,
         "created_at": now,
         "updated_at": now,
     }
+
+
+async def insert_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert `row()`s in one executemany (one round trip on asyncpg), in order; a row whose
+    unique key exists already (in any status, or earlier in `rows`) is left out, as
+    `insert_unique` would leave it."""
+    seen: set[str] = set()
+    kept = []
+    for values in rows:
+        key = values["unique_key"]
+        if key is None or key not in seen:
+            kept.append(values)
+            if key is not None:
+                seen.add(key)
+    await insert_ignore_many(session, Job, kept, conflict="unique_key")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,20 @@ async def get_by_intent(
     return await one(session, query, for_update=for_update)
 
 
+async def lock_by_intents(session: AsyncSession, intent_ids: Sequence[str]) -> Sequence[Payment]:
+    """The payments of these PaymentIntents, locked in id order (so that two transactions
+    locking overlapping sets wait for each other instead of deadlocking)."""
+    if not intent_ids:
+        return []
+    query = (
+        select(Payment)
+        .where(Payment.stripe_payment_intent_id.in_(intent_ids))
+        .order_by(Payment.id)
+        .with_for_update()
+    )
+    return (await session.scalars(query)).all()
+
+
 def add(session: AsyncSession, payment: Payment) -> None:
     session.add(payment)
 

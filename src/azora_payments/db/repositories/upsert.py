@@ -20,6 +20,15 @@ async def insert_ignore(
     return bool(result.rowcount)
 
 
+async def insert_ignore_many(
+    session: AsyncSession, model: Any, rows: list[dict[str, Any]], *, conflict: str
+) -> None:
+    """`insert_ignore` for several rows (all with the same keys) in one executemany, which
+    asyncpg sends as one pipelined round trip."""
+    if rows:
+        await session.execute(_statement(_dialect(session), model.__table__, conflict, None), rows)
+
+
 async def insert_ignore_returning(
     session: AsyncSession, model: Any, values: dict[str, Any], column: str
 ) -> Any | None:
