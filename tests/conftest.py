@@ -119,6 +119,14 @@ async def _truncate(url: str) -> None:
     await engine.dispose()
 
 
+# For a test of what only PostgreSQL does (LISTEN/NOTIFY, a second writer, one-statement
+# ingest): `database_url` and everything built on it take PostgreSQL alone, with no SQLite run
+# to skip.
+postgres_only = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated database: a copied SQLite file, or an emptied PostgreSQL database."""

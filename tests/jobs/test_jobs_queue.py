@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
+from tests.conftest import postgres_only
 from tests.jobs import kinds_for_tests
 from tests.jobs.conftest import fast_worker, jobs_by_id, run_until
 
@@ -58,9 +59,8 @@ async def test_rolled_back_job_never_runs_and_committed_one_does(
     assert rows[0]["job_id"] == next(iter(jobs))
 
 
+@postgres_only  # SQLite has one writer: a worker waits for the open transaction instead
 async def test_nothing_runs_before_the_commit(job_services: Services, job_db: str) -> None:
-    if job_services.db.dialect != "postgresql":
-        pytest.skip("SQLite has one writer: a worker waits for the open transaction instead")
     async with job_services.db.transaction() as session:
         await enqueue(session, kind="test.record", payload={})
         await session.flush()

@@ -16,6 +16,7 @@ from azora_payments.db.models import AuditRecord, Job, Notification, Payment
 from azora_payments.domain import events as events_domain
 from azora_payments.domain.events import APPLY_KIND
 from azora_payments.services import Services
+from tests.conftest import postgres_only
 from tests.webhooks.conftest import (
     charge_obj,
     dispute_obj,
@@ -137,11 +138,10 @@ async def test_one_failing_event_in_a_batch_leaves_the_others_applied_once(
     assert {jobs[e["id"]] for n, e in enumerate(evts) if n != 2} == {("done", 1)}
 
 
+@postgres_only  # SQLite writes the event and its job in a transaction of two
 async def test_a_delivery_is_recorded_in_one_statement_on_postgres(
     hook_client: httpx.AsyncClient, hook_services: Services
 ) -> None:
-    if hook_services.db.dialect != "postgresql":
-        pytest.skip("one statement with its job is PostgreSQL's (SQLite: a transaction of two)")
     await seed_payment(hook_services, status="processing", pi_id="pi_one_statement")
     evt = event("payment_intent.succeeded", intent_obj("pi_one_statement", status="succeeded"))
     with counting(hook_services) as seen:

@@ -10,16 +10,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select, text
 
 from azora_payments.db.models import AuditRecord, Job, Notification, Payment, WebhookEvent
+from azora_payments.devstack.processes import start_worker
 from azora_payments.domain.events import APPLY_KIND
 from azora_payments.jobs.registry import get_kind, import_kind_modules
 from azora_payments.jobs.worker import Worker, WorkerOptions
 from azora_payments.services import Services
-from tests.conftest import server_env
-from tests.processes import start_worker
+from tests.conftest import postgres_only, server_env
 from tests.webhooks.conftest import (
     dispute_obj,
     event,
@@ -32,11 +31,6 @@ from tests.webhooks.conftest import (
 POLL = 10.0  # long, so that only a notification can explain a prompt claim
 
 
-def postgres_only(services: Services) -> None:
-    if services.db.dialect != "postgresql":
-        pytest.skip("LISTEN/NOTIFY and concurrent workers are PostgreSQL's")
-
-
 async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -46,10 +40,10 @@ async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float) -> b
     return True
 
 
+@postgres_only  # LISTEN/NOTIFY and concurrent workers are PostgreSQL's
 async def test_an_idle_worker_claims_an_ingested_event_before_its_poll_interval(
     hook_client: httpx.AsyncClient, hook_services: Services
 ) -> None:
-    postgres_only(hook_services)
     import_kind_modules()
     options = WorkerOptions(poll_seconds=POLL, concurrency=4)
     worker = Worker(hook_services, options=options, kinds={APPLY_KIND: get_kind(APPLY_KIND)})
@@ -91,10 +85,10 @@ async def test_an_idle_worker_claims_an_ingested_event_before_its_poll_interval(
         await asyncio.wait_for(task, 30)
 
 
+@postgres_only  # LISTEN/NOTIFY and concurrent workers are PostgreSQL's
 async def test_two_worker_processes_apply_each_event_once(
     hook_client: httpx.AsyncClient, hook_services: Services, tmp_path: Path
 ) -> None:
-    postgres_only(hook_services)
     count = 60
     payments = [
         await seed_payment(hook_services, status="processing", pi_id=f"pi_two_{n}")
