@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
+from azora_payments.devstack.processes import run_command
 from tests.conftest import (
     emulator_clear_faults,
     emulator_faults,
@@ -60,14 +60,10 @@ def emulator() -> Iterator[str]:
 
 def reconcile_process(settings: Settings, **env: str) -> subprocess.CompletedProcess[str]:
     """One `azora-payments reconcile` pass in its own process."""
-    return subprocess.run(
-        [sys.executable, "-m", "azora_payments.cli", "reconcile"],
-        env=server_env(settings, RECONCILE_AFTER_SECONDS="1", **FAST, **env),
-        capture_output=True,
-        text=True,
+    return run_command(
+        ["reconcile"],
+        server_env(settings, RECONCILE_AFTER_SECONDS="1", **FAST, **env),
         timeout=120,
-        cwd=ROOT,
-        check=False,
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,8 @@ import httpx
 import pytest
 
 from azora_payments.config import Settings
-from azora_payments.devstack.processes import COMMAND, start_server
+from azora_payments.devstack.processes import run_command, start_server
 from tests.conftest import bearer, free_port, make_settings, make_token, server_env
-
-
-def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture
@@ -105,7 +98,7 @@ def test_docs_work_offline(server: str) -> None:
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     settings = make_settings(f"sqlite:///{tmp_path / 'fresh.db'}")
-    result = run(["serve", "--port", str(free_port())], server_env(settings), tmp_path)
+    result = run_command(["serve", "--port", str(free_port())], server_env(settings), cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert lines == ["azora-payments: database schema is not current: run `azora-payments migrate`"]
@@ -113,7 +106,7 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
 
 def test_serve_reports_an_unreachable_database(tmp_path: Path) -> None:
     settings = make_settings(f"postgresql://app@127.0.0.1:{free_port()}/nope")
-    result = run(["serve", "--port", str(free_port())], server_env(settings), tmp_path)
+    result = run_command(["serve", "--port", str(free_port())], server_env(settings), cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -127,7 +120,7 @@ def test_serve_stops_on_a_missing_setting(
 ) -> None:
     env = server_env(migrated_settings)
     del env[missing]
-    result = run(["serve", "--port", str(free_port())], env, tmp_path)
+    result = run_command(["serve", "--port", str(free_port())], env, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -136,7 +129,7 @@ def test_serve_stops_on_a_missing_setting(
 
 def test_serve_stops_on_a_malformed_setting(migrated_settings: Settings, tmp_path: Path) -> None:
     env = server_env(migrated_settings, JWT_SECRET="changeme-changeme-changeme-changeme")
-    result = run(["serve"], env, tmp_path)
+    result = run_command(["serve"], env, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "azora-payments: configuration error: JWT_SECRET: looks like a placeholder; "
@@ -150,13 +143,13 @@ def test_migrate_twice(tmp_path: Path) -> None:
     settings: Any = make_settings(f"sqlite:///{path}")
     env = server_env(settings)
     for _ in range(2):
-        result = run(["migrate"], env, tmp_path)
+        result = run_command(["migrate"], env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "database is at the latest schema" in result.stdout
     assert path.exists()
 
 
 def test_usage_error_without_command(tmp_path: Path, migrated_settings: Settings) -> None:
-    result = run([], server_env(migrated_settings), tmp_path)
+    result = run_command([], server_env(migrated_settings), cwd=tmp_path)
     assert result.returncode == 2
     assert "usage: azora-payments" in result.stderr

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,7 +323,7 @@ async def check_invariants(
     tally: Tally,
     database_url: str,
     stripe_url: str,
-    inbox: list[Any],
+    inbox: Callable[[], list[Any]],
     before: Snapshot,
     kills: int,
     settle_timeout: float = 240.0,
@@ -409,7 +410,7 @@ async def check_invariants(
     domain = "shop.example"
     expected = {f"<{row['id']}.issued@{domain}>" for row in receipts}
     expected |= {f"<{row['id']}.refunded@{domain}>" for row in refund_rows}
-    now = message_counts(inbox)
+    now = message_counts(inbox())  # read once the stack has settled
     copies = Counter({mid: now[mid] - before.copies.get(mid, 0) for mid in now})
     copies = +copies
     missing = expected - set(copies)

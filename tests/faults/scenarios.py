@@ -64,7 +64,7 @@ async def run_scenario(
         tally=tally,
         database_url=stack.database_url,
         stripe_url=stack.stripe_url,
-        inbox=stack.smtp.inbox.messages,
+        inbox=lambda: stack.smtp.inbox.messages,
         before=before,
         kills=kills,
     )

@@ -8,70 +8,59 @@ see the same address come back, as after a restart in production.
 
 from __future__ import annotations
 
+import mailbox
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
-
-import httpx
 
 from azora_payments.db.migrate import upgrade
 from azora_payments.devstack.emulator import EmulatorProcess
+from azora_payments.devstack.processes import ServiceProcess
 from tests.conftest import JWT_SECRET, STRIPE_KEY, WEBHOOK_SECRET, free_port
 from tests.private_services import PrivatePostgres, PrivateRedis
-from tests.receipts.conftest import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "receipts@shop.example"
 
 
 class Process:
-    """One `azora-payments` process, its output appended to a log file across restarts."""
+    """One `azora-payments` process that can be killed and started again on the same
+    arguments (a server on the same port), its output appended to one log across restarts.
+    Each run is a `ServiceProcess`, the one way tests start the service's processes."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log: Path, port: int | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = port
+        self.run: ServiceProcess | None = None
         self.kills = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "azora_payments.cli", *self.argv],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.run = ServiceProcess(self.argv, env=self.env, log=self.log, port=self.port)
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.run is not None and self.run.returncode is None
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no answer to what is in flight, as on an OOM kill."""
+        if self.run is None:
+            return
         if self.alive:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
             self.kills += 1
-        if self.proc is not None:
-            self.proc.wait(30)
+        self.run.kill()
 
     def terminate(self, timeout: float = 40.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        return self.proc.returncode
+        return None if self.run is None else self.run.stop(grace=timeout)
 
     def output(self, chars: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -79,22 +68,69 @@ class Process:
 
 class Server(Process):
     def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(name, ["serve", "--port", str(self.port)], env, log)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(name, ["serve", "--port", str(port)], env, log, port=port)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
+        assert self.run is not None
+        self.run.wait_http("/healthz", timeout=timeout, status=200)
+
+
+class SmtpProcess:
+    """An SMTP server (aiosmtpd's own command) in a process of its own, keeping what it is sent
+    in a Maildir. Stopped, its port refuses, as a real outage's would; and an in-process server
+    stopped under the workers' connections left sockets to this process's collector, whose
+    warnings then failed whatever test ran next."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.maildir = root / "maildir"
+        self.log = root / "smtp.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def inbox(self) -> SmtpProcess:
+        return self  # `stack.smtp.inbox.messages`, as with the tests' in-process server
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        if not self.maildir.exists():
+            return []
+        found = []
+        for raw in mailbox.Maildir(self.maildir, factory=None, create=False).itervalues():
+            parsed = message_from_bytes(raw.as_bytes(), policy=policy.default)
+            assert isinstance(parsed, EmailMessage)
+            found.append(parsed)
+        return found
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = [sys.executable, "-m", "aiosmtpd", "-n", "-u"]
+        command += ["-l", f"127.0.0.1:{self.port}", "-c", "aiosmtpd.handlers.Mailbox"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*command, str(self.maildir)], stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
+        while True:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    if probe.recv(3) == b"220":
+                        return
+            except OSError:
                 pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.name} did not answer /healthz:\n{self.output()}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the SMTP server did not start: {self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # an outage: no goodbye to the connected workers
+            self.proc.wait(30)
 
 
 class Stack:
@@ -113,7 +149,7 @@ class Stack:
         self.root = root
         self.pg = PrivatePostgres()
         self.redis = PrivateRedis()
-        self.smtp = SmtpServer()
+        self.smtp = SmtpProcess(root)
         self.emulator = EmulatorProcess(webhook_delay=0.0, startup_timeout=120.0)
         self.server_count = servers
         self.worker_count = workers

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,12 +12,12 @@ from pathlib import Path
 from sqlalchemy import func, insert, select
 from tests.conftest import server_env
 from tests.jobs import kinds_for_tests
-from tests.jobs.conftest import ROOT, jobs_by_id
+from tests.jobs.conftest import jobs_by_id
 
 from azora_payments.config import Settings
 from azora_payments.db.models import Job
 from azora_payments.db.types import utcnow
-from azora_payments.devstack.processes import ServiceProcess
+from azora_payments.devstack.processes import ServiceProcess, run_command
 from azora_payments.jobs import enqueue
 from azora_payments.jobs.commands import retry_jobs
 from azora_payments.services import Services
@@ -187,15 +186,7 @@ async def test_sigterm_releases_a_job_that_outlasts_the_grace_period(
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "azora_payments.cli", *args],
-        cwd=ROOT,
-        env=server_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_command(args, server_env(settings))
 
 
 async def test_dead_jobs_are_listed_and_retried_by_the_commands(

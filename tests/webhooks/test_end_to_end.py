@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from azora_payments.config import Settings
 from azora_payments.db.models import Job, Payment, WebhookEvent
 from azora_payments.db.types import utcnow
 from azora_payments.devstack.emulator import configure_webhook
-from azora_payments.devstack.processes import start_server
+from azora_payments.devstack.processes import run_command, start_server
 from azora_payments.domain import reconcile
 from azora_payments.jobs.events import replay_command
 from azora_payments.services import Services
@@ -62,15 +61,7 @@ e2e_services, e2e_api = stack_fixtures(
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "azora_payments.cli", *args],
-        env=server_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    return run_command(args, server_env(settings))
 
 
 @pytest.fixture

@@ -99,7 +99,9 @@ class ServiceProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port is not None else ""
         self.log_path = log
-        self._log = log.open("wb")
+        # Appended: a process started again on the same log (the fault suite restarts a killed
+        # server on its port) keeps the earlier run's lines above the new ones.
+        self._log = log.open("ab")
         self.proc = subprocess.Popen(
             [*COMMAND, *self.args], env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -201,6 +203,22 @@ class ServiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def run_command(
+    args: Sequence[str], env: dict[str, str], *, timeout: float = 60.0, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """`azora-payments <args>` run to its end (a one-shot command: `reconcile`, `jobs retry`,
+    `migrate`…), its output captured as text; its exit code is the caller's to judge."""
+    return subprocess.run(
+        [*COMMAND, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _ready(process: ServiceProcess, wait: Callable[[], None] | None) -> ServiceProcess:
