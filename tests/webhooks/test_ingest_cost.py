@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from azora_payments.db.models import Job
+from azora_payments.db.repositories import events as events_repo
 from azora_payments.db.session import Database
 from azora_payments.domain import events as events_domain
 from azora_payments.services import Services
@@ -155,3 +156,31 @@ async def test_the_failure_limit_is_not_parsed_again_for_each_delivery(
         assert (await send(hook_client, evt)).status_code == 200
     # Before: `RATE_LIMIT_WEBHOOK_FAILURES` parsed on every delivery, about 1 % of its CPU.
     assert parsed == []
+
+
+@postgres_only  # the driver path is PostgreSQL's
+async def test_a_connection_whose_statement_failed_is_not_handed_out_again(
+    hook_client: httpx.AsyncClient, hook_services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[Any] = []
+    real = events_repo.record_with_job
+
+    async def failing(connection: Any, *args: Any, **kwargs: Any) -> bool:
+        used.append(connection)
+        raise RuntimeError("the statement broke midway")
+
+    async def noting(connection: Any, *args: Any, **kwargs: Any) -> bool:
+        used.append(connection)
+        return await real(connection, *args, **kwargs)
+
+    monkeypatch.setattr(events_repo, "record_with_job", failing)
+    evt = event("payment_intent.succeeded", intent_obj("pi_broken_conn", status="succeeded"))
+    assert (await send(hook_client, evt)).status_code == 500
+    monkeypatch.setattr(events_repo, "record_with_job", noting)
+    assert (await send(hook_client, evt)).status_code == 200  # Stripe's redelivery
+    broken, next_one = used
+    # Before: returned to the pool as it was, open, to be handed out again.
+    assert broken.is_closed()
+    assert next_one is not broken
+    assert await event_row(hook_services, evt["id"]) is not None
+    assert hook_services.db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -255,10 +255,15 @@ class Database:
             else:
                 async with connection.transaction():
                     yield connection
-        finally:
-            # Checked in through the pool, in a greenlet as its reset-on-return expects; a
-            # connection the statement broke is found closed and replaced at its next checkout.
+        except BaseException:
+            # A statement that failed or was cancelled midway may leave the connection in the
+            # middle of its protocol: discarded, never handed out again (failures are rare here).
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        else:
+            # Checked in through the pool, in a greenlet as its reset-on-return expects.
             await greenlet_spawn(pooled.close)
+        finally:
             if timing is not None:
                 timing.db_seconds += time.perf_counter() - started
 
