@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -207,10 +208,18 @@ def wrk(
     connections: int,
     seconds: int,
     files: list[Path] | None,
+    profile: Path | None = None,
 ) -> Measure:
-    """One wrk per server, all at once, `connections` shared out between them."""
+    """One wrk per server, all at once, `connections` shared out between them; with `profile`,
+    the first server sampled by py-spy during the measure (raw collapsed stacks to that file)."""
     per_server = max(1, connections // len(servers))
     procs = []
+    sampler = None
+    if profile is not None:
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
+        spy += ["--rate", "200", "--pid", str(servers[0].proc.pid), "-o", str(profile)]
+        sampler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # py-spy attaches before the load starts
     cpu_before = sum(cpu_seconds(s.proc.pid) for s in servers)
     pg_before = database_cpu(url)  # the pools are warm: the same backends before and after
     for n, server in enumerate(servers):
@@ -220,6 +229,9 @@ def wrk(
             command += ["--", str(files[n])]
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
     outputs = [proc.communicate()[0] for proc in procs]
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(60)
     cpu = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu_before
     pg_cpu = max(0.0, database_cpu(url) - pg_before)
     rows = []
@@ -270,6 +282,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each measure")
     parser.add_argument("--connections", type=int, default=32, help="concurrent senders")
     parser.add_argument("--servers", type=int, default=2, help="server processes")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="profile the first server during the ingest measure (py-spy raw stacks to FILE)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit(
@@ -295,12 +314,18 @@ def main() -> None:
                 ceiling = wrk(url, running, script, args.connections, args.seconds, None)
                 for n, path in enumerate(files):
                     write_events(path, per_server, first=n * per_server)
-                ingest = wrk(url, running, script, args.connections, args.seconds, files)
+                load_before = os.getloadavg()
+                ingest = wrk(
+                    url, running, script, args.connections, args.seconds, files, args.py_spy
+                )
             recorded, jobs = count_recorded(url)
         print(
             f"servers: {args.servers}, connections: {args.connections} "
             f"(wrk, one thread per server), {args.seconds} s per measure, "
-            f"nproc {os.cpu_count()}, load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+            f"nproc {os.cpu_count()}, load average before the ingest measure "
+            + " ".join(f"{x:.2f}" for x in load_before)
+            + ", after "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
         )
         report("GET /healthz (ceiling):", "req/s", ceiling)
         report("POST webhook (verified):", "ev/s", ingest)

@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     for router in routers:
         app.include_router(router)
     notifications.document_deliveries(app)
+    webhooks.install(app)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
     console.install(app, settings)

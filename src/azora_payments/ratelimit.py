@@ -7,12 +7,14 @@ process counts on its own for a while, rather than turning a cache outage into a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from typing import Any
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
+from limits import parse as parse_limit
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 
@@ -20,6 +22,11 @@ from azora_payments.errors import RateLimited
 from azora_payments.redis_guard import Breaker, client_options
 
 logger = logging.getLogger(__name__)
+
+
+# The limits are a handful of strings from the settings, checked on every request (the webhook's
+# failure limit on every delivery): parsed once each, not per request.
+parse = functools.lru_cache(maxsize=64)(parse_limit)
 
 
 def redis_storage(redis_url: str) -> RedisStorage:

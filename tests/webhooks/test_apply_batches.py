@@ -16,7 +16,6 @@ from azora_payments.db.models import AuditRecord, Job, Notification, Payment
 from azora_payments.domain import events as events_domain
 from azora_payments.domain.events import APPLY_KIND
 from azora_payments.services import Services
-from tests.conftest import postgres_only
 from tests.webhooks.conftest import (
     charge_obj,
     dispute_obj,
@@ -136,35 +135,6 @@ async def test_one_failing_event_in_a_batch_leaves_the_others_applied_once(
         }
     assert jobs[evts[2]["id"]] == ("ready", 1)
     assert {jobs[e["id"]] for n, e in enumerate(evts) if n != 2} == {("done", 1)}
-
-
-@postgres_only  # SQLite writes the event and its job in a transaction of two
-async def test_a_delivery_is_recorded_in_one_statement_on_postgres(
-    hook_client: httpx.AsyncClient, hook_services: Services
-) -> None:
-    await seed_payment(hook_services, status="processing", pi_id="pi_one_statement")
-    evt = event("payment_intent.succeeded", intent_obj("pi_one_statement", status="succeeded"))
-    with counting(hook_services) as seen:
-        assert (await send(hook_client, evt)).status_code == 200
-        assert (await send(hook_client, evt)).status_code == 200  # a redelivery
-    # Before: the event's INSERT, then the job's, in a transaction; the duplicate's INSERT.
-    assert seen["statements"] == 2, seen
-    stored = await event_row(hook_services, evt["id"])
-    assert stored is not None
-    assert stored.payload == evt
-    async with hook_services.db.transaction() as session:
-        job = (await session.scalars(select(Job).where(Job.unique_key == evt["id"]))).one()
-    assert (job.kind, job.payload, job.status, job.attempts) == (
-        events_domain.APPLY_KIND,
-        {"event_id": evt["id"]},
-        "ready",
-        0,
-    )
-    assert job.max_attempts == 15
-    await run_apply_jobs(hook_services)
-    stored = await event_row(hook_services, evt["id"])
-    assert stored is not None
-    assert stored.status == "applied"
 
 
 async def test_a_batch_costs_a_few_statements_per_event(

@@ -14,8 +14,10 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
 
 from azora_payments.errors import DatabaseUnavailable
+from azora_payments.request_timing import current as current_timing
 from azora_payments.request_timing import time_statements
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -227,6 +229,43 @@ class Database:
         pooler) in autocommit, which saves BEGIN and COMMIT; elsewhere a transaction."""
         async with _begun(self._single_sessions or self.sessions) as session:
             yield session
+
+    @asynccontextmanager
+    async def driver_statement(self) -> AsyncIterator[Any]:
+        """A pooled connection's own asyncpg connection for one statement that commits by itself
+        (PostgreSQL only): no ORM unit of work and no SQLAlchemy statement layer, each of which
+        costs more CPU than the round trip (the webhook ingest's profile). Outside a transaction
+        when not through a pooler; through one, in a transaction, as a statement outside one may
+        be prepared on one server connection and executed on another."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("driver_statement: PostgreSQL only")
+        try:
+            pooled = await self.engine.raw_connection()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
+        # Past the engine's cursor events, so the request's database time is counted here.
+        timing = current_timing()
+        started = time.perf_counter()
+        try:
+            connection: Any = pooled.driver_connection
+            if self._single_sessions is not None:
+                yield connection
+            else:
+                async with connection.transaction():
+                    yield connection
+        except BaseException:
+            # A statement that failed or was cancelled midway may leave the connection in the
+            # middle of its protocol: discarded, never handed out again (failures are rare here).
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        else:
+            # Checked in through the pool, in a greenlet as its reset-on-return expects.
+            await greenlet_spawn(pooled.close)
+        finally:
+            if timing is not None:
+                timing.db_seconds += time.perf_counter() - started
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
 
 from azora_payments.db.session import Database
 
@@ -27,7 +26,7 @@ CHANNEL = "azora_jobs"
 # The most notifications a process sends per second is 1 / GAP; a poke within the gap is
 # carried by the next one, sent when the gap ends.
 GAP = 0.02
-_NOTIFY = text("SELECT pg_notify(:channel, '')")
+_NOTIFY = "SELECT pg_notify($1, '')"
 
 
 class _Notifier:
@@ -44,8 +43,8 @@ class _Notifier:
         while self._poked:
             self._poked = False
             try:
-                async with db.single_statement() as session:
-                    await session.execute(_NOTIFY, {"channel": CHANNEL})
+                async with db.driver_statement() as connection:
+                    await connection.execute(_NOTIFY, CHANNEL)
             except Exception:
                 # The poll picks the job up; a failing database shows elsewhere.
                 logger.debug("could not notify the workers", exc_info=True)

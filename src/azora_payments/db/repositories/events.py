@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Job, Payment, SyncCursor, WebhookEvent
 from azora_payments.db.repositories.rows import one
 from azora_payments.db.repositories.upsert import insert_ignore
-from azora_payments.db.types import UTCDateTime, utcnow
+from azora_payments.db.types import utcnow
 from azora_payments.domain.statuses import EventStatus, JobStatus
 
 RECEIVED = EventStatus.RECEIVED
@@ -175,33 +175,27 @@ async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
 # An event and its apply job in one statement (PostgreSQL): the job is inserted only when the
 # event was; the answer is 1 when it was recorded, 0 for a duplicate. The payload is the body as
 # received (verified, and parsed once already): JSONB stores the same value as its dump would.
-_RECORD_WITH_JOB = text(
-    """
+# Written for the driver (`$n` placeholders): the ingest sends it without SQLAlchemy.
+_RECORD_WITH_JOB = """
 WITH recorded AS (
     INSERT INTO webhook_events (id, type, livemode, api_version, stripe_created, object_id,
                                 payload, status, attempts, source, received_at)
-    VALUES (:id, :type, :livemode, :api_version, :stripe_created, :object_id,
-            CAST(:payload AS JSONB), :status, :attempts, :source, :received_at)
+    VALUES ($1, $2, $3, $4, $5, $6, CAST($7::text AS JSONB), $8, $9, $10, $11)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), queued AS (
     INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_at, unique_key,
                       created_at, updated_at)
-    SELECT :job_kind, jsonb_build_object('event_id', id), :job_status, 0, :max_attempts,
-           :received_at, id, :received_at, :received_at
+    SELECT $12, jsonb_build_object('event_id', id), $13, 0, $14, $11, id, $11, $11
     FROM recorded
     ON CONFLICT (unique_key) DO NOTHING
 )
 SELECT count(*) FROM recorded
 """
-).bindparams(
-    bindparam("stripe_created", type_=UTCDateTime()),
-    bindparam("received_at", type_=UTCDateTime()),
-)
 
 
 async def record_with_job(
-    session: AsyncSession,
+    connection: Any,
     values: dict[str, Any],
     *,
     payload_json: str,
@@ -209,13 +203,30 @@ async def record_with_job(
     max_attempts: int,
 ) -> bool:
     """Record an event (`values`, its payload given as JSON text) and queue its apply job
-    (unique key: the event id) in one statement; True when the event was new. PostgreSQL."""
-    params = {
-        **values,
-        "payload": payload_json,
-        "job_kind": job_kind,
-        "job_status": "ready",
-        "max_attempts": max_attempts,
-    }
-    count = await session.scalar(_RECORD_WITH_JOB, params)
+    (unique key: the event id) in one statement on an asyncpg `connection`
+    (`Database.driver_statement`); True when the event was new. PostgreSQL."""
+    count = await connection.fetchval(
+        _RECORD_WITH_JOB,
+        values["id"],
+        values["type"],
+        values["livemode"],
+        values["api_version"],
+        _utc(values["stripe_created"]),
+        values["object_id"],
+        payload_json,
+        values["status"],
+        values["attempts"],
+        values["source"],
+        _utc(values["received_at"]),
+        job_kind,
+        JobStatus.READY.value,
+        max_attempts,
+    )
     return bool(count)
+
+
+def _utc(value: datetime) -> datetime:
+    # What `UTCDateTime` checks on every other path: never a naive time.
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
