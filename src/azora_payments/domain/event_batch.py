@@ -50,6 +50,19 @@ async def prefetch(session: AsyncSession, intent_ids: Sequence[str]) -> Prefetch
     )
 
 
+async def prefetch_locked(session: AsyncSession, payment: Payment) -> Prefetched:
+    """The refunds and receipt of one payment this transaction locked, read once for what its
+    change tells and answers (the API's own outcome of a charge): one statement."""
+    refunds, receipt = await payments_repo.refunds_and_receipt_of(session, payment.id)
+    return Prefetched(
+        by_intent={},
+        refunds={payment.id: refunds},
+        receipts={payment.id: receipt} if receipt is not None else {},
+        refunds_known={payment.id},
+        receipts_known=frozenset({payment.id}),
+    )
+
+
 @contextmanager
 def held(session: AsyncSession, prefetched: Prefetched) -> Iterator[None]:
     session.info[_KEY] = prefetched
