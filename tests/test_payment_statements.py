@@ -16,6 +16,7 @@ from azora_payments.db.models import Receipt, Refund
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
 from azora_payments.services import Services
+from tests.conftest import postgres_only
 from tests.test_payments import PROCESS, Buyer, payment_body
 from tests.webhooks.conftest import seed_payment
 
@@ -71,6 +72,28 @@ async def test_a_payment_with_a_saved_card_takes_few_statements(
     assert len(statements) <= SAVED_CARD_STATEMENTS, "\n".join(
         s.split("\n")[0][:100] for s in statements
     )
+
+
+@postgres_only  # SQLite has no autocommit here: its single statements are transactions
+async def test_a_new_key_is_taken_in_autocommit_on_postgres(
+    api: httpx.AsyncClient, stripe_services: Services
+) -> None:
+    """A new key's INSERT commits by itself: no BEGIN and COMMIT round trips around it."""
+    modes: list[object] = []
+    engine = stripe_services.db.engine.sync_engine
+
+    def on_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO idempotency_keys"):
+            modes.append(conn.get_execution_options().get("isolation_level"))
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        buyer = Buyer()
+        paid = await api.post(PROCESS, json=payment_body(), headers=buyer.with_key())
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+    assert paid.status_code == 201, paid.text
+    assert modes == ["AUTOCOMMIT"]
 
 
 async def test_refunds_and_receipt_read_in_one_statement_as_in_two(
