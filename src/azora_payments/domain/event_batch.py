@@ -6,7 +6,9 @@ Only a hit is trusted, and only while it is what the query would answer: a payme
 was locked by this transaction, so nothing else changed it, and the session's identity map would
 hand back this same object from a query anyway. Refunds are written while applying (refund
 events), so `refunds_changed` drops them for the rest of the batch; receipts are only written by
-the receipt job, which locks the payment first. A miss runs the usual query.
+the receipt job, which locks the payment first. A miss runs the usual query. The API's own
+outcome of a charge (`payment_flow`) holds the same reads for its one locked payment, so that
+its notification and its answer share them (`prefetch_locked`).
 """
 
 from __future__ import annotations
