@@ -1,7 +1,7 @@
 """Payment throughput, latency and CPU through one real `azora-payments serve` process, against
 the Stripe emulator, on a PostgreSQL database of its own. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/payments_bench.py [--levels 1,16,64] [--counts 300,500,500] \
+    .venv/bin/python bench/payments_bench.py [--levels 1,16,64] [--counts 300,500,500]
         [--card unknown|saved]
 
 For each concurrency level: payments per second, p50/p99 latency, and the CPU time each payment
