@@ -2,6 +2,7 @@
 the Stripe emulator, on a PostgreSQL database of its own. Prints figures; asserts nothing.
 
     .venv/bin/python bench/payments_bench.py [--levels 1,16,64] [--counts 300,500,500]
+        [--card unknown|saved]
 
 For each concurrency level: payments per second, p50/p99 latency, and the CPU time each payment
 cost the service process, the emulator and PostgreSQL (the backends connected to the benchmark
@@ -137,20 +138,46 @@ BODY = {
 
 
 async def through_service(
-    base: str, clients: int, count: int, headers: list[dict[str, str]]
+    base: str,
+    clients: int,
+    count: int,
+    headers: list[dict[str, str]],
+    methods: list[str] | None = None,
 ) -> Run:
+    """`count` payments by the buyers of `headers` in turn, each with its own saved method of
+    `methods` when given, else with pm_card_visa (a card the service looks up in Stripe)."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as http:
 
         async def send(n: int) -> httpx.Response:
             user = headers[n % len(headers)]
+            body = (
+                BODY
+                if methods is None
+                else {**BODY, "payment_method_id": methods[n % len(headers)]}
+            )
             return await http.post(
                 "/api/payments/process",
-                json=BODY,
+                json=body,
                 headers={**user, "Idempotency-Key": uuid.uuid4().hex},
             )
 
         return await load(clients, count, send)
+
+
+async def save_methods(base: str, headers: list[dict[str, str]]) -> list[str]:
+    """Each buyer saves pm_card_visa: the id of each one's saved method."""
+    async with httpx.AsyncClient(base_url=base, timeout=120.0) as http:
+        saved = []
+        for user in headers:
+            response = await http.post(
+                "/api/payments/methods/save",
+                json={"payment_method_id": "pm_card_visa"},
+                headers=user,
+            )
+            response.raise_for_status()
+            saved.append(str(response.json()["id"]))
+    return saved
 
 
 async def straight_to_emulator(emulator: str, clients: int, count: int) -> Run:
@@ -216,6 +243,12 @@ def main() -> None:
     parser.add_argument("--levels", default="1,16,64", help="concurrent clients per level")
     parser.add_argument("--counts", default="300,500,500", help="payments per level")
     parser.add_argument("--users", type=int, default=64, help="distinct buyers per level")
+    parser.add_argument(
+        "--card",
+        choices=("unknown", "saved"),
+        default="unknown",
+        help="pay with pm_card_visa (looked up in Stripe) or with each buyer's saved card",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     counts = [int(x) for x in args.counts.split(",")]
@@ -256,11 +289,12 @@ def main() -> None:
         for clients, count in zip(levels, counts, strict=True):
             asyncio.run(reset_emulator(emu))
             headers = tokens(args.users, prefix=f"bench{clients}")
-            asyncio.run(through_service(base, 8, args.users, headers))  # customers, pools
+            methods = asyncio.run(save_methods(base, headers)) if args.card == "saved" else None
+            asyncio.run(through_service(base, 8, args.users, headers, methods))  # customers, pools
             calls_before = sum(asyncio.run(stripe_counts(emu)).values())
             svc, emu_cpu = cpu_seconds(server.pid), cpu_seconds(emu_proc.pid)
             pg = asyncio.run(database_cpu(url))
-            run = asyncio.run(through_service(base, clients, count, headers))
+            run = asyncio.run(through_service(base, clients, count, headers, methods))
             svc = cpu_seconds(server.pid) - svc
             emu_cpu = cpu_seconds(emu_proc.pid) - emu_cpu
             pg_after = asyncio.run(database_cpu(url))
@@ -294,7 +328,8 @@ def main() -> None:
             )
 
         print()
-        print("## through the service (each request a new Idempotency-Key, pm_card_visa)")
+        card = "pm_card_visa" if args.card == "unknown" else "each buyer's saved card"
+        print(f"## through the service (each request a new Idempotency-Key, {card})")
         print(
             "# own = the server's Server-Timing total less its stripe share; srv = that total "
             "(request in to response headers out); p50/p99 columns in ms; load = 1-min "

@@ -203,8 +203,10 @@ class DeclineLimits:
     async def check(
         self, *, user_id: str | None = None, card: str | None = None, ip: str | None = None
     ) -> None:
-        """`RateLimited` if any of the given keys has had as many declines as its limit."""
-        keys = [(n, v) for n, v in (("user", user_id), ("card", card), ("ip", ip)) if v]
+        """`RateLimited` if any of the given keys has had as many declines as its limit, the
+        first of user, ip, card that has (the order they were looked at when the card was
+        only known after the first two)."""
+        keys = [(n, v) for n, v in (("user", user_id), ("ip", ip), ("card", card)) if v]
         if not keys:
             return
         if self._limiter is not None and self._storage is not None:
@@ -272,15 +274,19 @@ class DeclineLimits:
 
     async def _check_database(self, keys: list[tuple[str, str]]) -> None:
         now = utcnow()
+        windows = {name: timedelta(seconds=self.items[name].get_expiry()) for name, _ in keys}
+        looks = [
+            declines_repo.Look(
+                by=name, value=value, since=now - windows[name], n=self.items[name].amount
+            )
+            for name, value in keys
+        ]
         async with self.db.read() as session:
-            for name, value in keys:
-                item = self.items[name]
-                window = timedelta(seconds=item.get_expiry())
-                at = await declines_repo.nth_newest_since(
-                    session, by=name, value=value, since=now - window, n=item.amount
-                )
-                if at is not None:
-                    raise _limited(name, math.ceil((at + window - now).total_seconds()))
+            found = await declines_repo.nth_newest_of_each(session, looks)
+        for (name, _), at in zip(keys, found, strict=True):
+            if at is not None:
+                window = windows[name]
+                raise _limited(name, math.ceil((at + window - now).total_seconds()))
 
     async def purge(self) -> int:
         """Forget declines older than every window."""

@@ -6,7 +6,9 @@ Only a hit is trusted, and only while it is what the query would answer: a payme
 was locked by this transaction, so nothing else changed it, and the session's identity map would
 hand back this same object from a query anyway. Refunds are written while applying (refund
 events), so `refunds_changed` drops them for the rest of the batch; receipts are only written by
-the receipt job, which locks the payment first. A miss runs the usual query.
+the receipt job, which locks the payment first. A miss runs the usual query. The API's own
+outcome of a charge (`payment_flow`) holds the same reads for its one locked payment, so that
+its notification and its answer share them (`prefetch_locked`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ async def prefetch(session: AsyncSession, intent_ids: Sequence[str]) -> Prefetch
         receipts=receipts,
         refunds_known=set(ids),
         receipts_known=frozenset(ids),
+    )
+
+
+async def prefetch_locked(session: AsyncSession, payment: Payment) -> Prefetched:
+    """The refunds and receipt of one payment this transaction locked, read once for what its
+    change tells and answers (the API's own outcome of a charge): one statement."""
+    refunds, receipt = await payments_repo.refunds_and_receipt_of(session, payment.id)
+    return Prefetched(
+        by_intent={},
+        refunds={payment.id: refunds},
+        receipts={payment.id: receipt} if receipt is not None else {},
+        refunds_known={payment.id},
+        receipts_known=frozenset({payment.id}),
     )
 
 

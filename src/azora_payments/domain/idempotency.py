@@ -200,8 +200,10 @@ class IdempotencyKeys:
         self, *, user_id: str, key: str, method: str, path: str, fingerprint: str
     ) -> Held | Stored | None:
         now = utcnow()
-        async with self.db.transaction() as session:
-            # A new key is inserted already locked by us: nothing else can have seen it.
+        # A new key is inserted already locked by us: nothing else can have seen it. That one
+        # statement commits by itself (on PostgreSQL without BEGIN and COMMIT); only a key
+        # that exists is read again, locked, in a transaction.
+        async with self.db.single_statement() as session:
             inserted = await insert_ignore_returning(
                 session,
                 IdempotencyKey,
@@ -218,17 +220,19 @@ class IdempotencyKeys:
                 },
                 "id",
             )
-            if inserted is not None:
-                return Held(
-                    key_id=int(inserted),
-                    recovery_point=STARTED,
-                    lock=now,
-                    payment_id=None,
-                    refund_id=None,
-                    created_at=now,
-                )
+        if inserted is not None:
+            return Held(
+                key_id=int(inserted),
+                recovery_point=STARTED,
+                lock=now,
+                payment_id=None,
+                refund_id=None,
+                created_at=now,
+            )
+        async with self.db.transaction() as session:
             row = await keys_repo.get(session, user_id=user_id, key=key, for_update=True)
-            assert row is not None
+            if row is None:
+                return None  # purged since the insert met it: the caller takes it afresh
             if self._forgotten(row.created_at):
                 # Older than the TTL: forgotten (API.md), whether or not the purge has removed it
                 # yet. The row is taken over as a new key, so no stale answer is ever replayed.

@@ -25,11 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from azora_payments.addresses import plain_address_or_none
 from azora_payments.auth import User
 from azora_payments.db.models import Payment
-from azora_payments.db.repositories import customers as customers_repo
 from azora_payments.db.repositories import methods as methods_repo
 from azora_payments.db.repositories import payments as payments_repo
 from azora_payments.db.types import utcnow
-from azora_payments.domain import audit, declines, final_answers, intents, methods
+from azora_payments.domain import audit, declines, event_batch, final_answers, intents, methods
 from azora_payments.domain.flow_outcomes import Answer, Charged, Declined, Outcome, Rejected
 from azora_payments.domain.idempotency import Held, IdempotencyKeys, Stored
 from azora_payments.domain.payments import FINAL, apply_intent, mark_failed
@@ -38,10 +37,12 @@ from azora_payments.errors import PaymentMethodNotFound, StripeUnavailable
 from azora_payments.faults import crash_point
 from azora_payments.gateway_protocol import StripeGateway
 from azora_payments.ids import new_id
+from azora_payments.jobs.queue import enqueued_together
 from azora_payments.stripe_gateway import (
     Card,
     CardDeclined,
     PaymentError,
+    StripeIntent,
     StripePaymentMethod,
     StripeRejected,
 )
@@ -143,26 +144,30 @@ async def _create_payment(
     """Phase 1: the payment row, committed with the key's move to `payment_created`. A new
     attempt after too many declines is refused here, before Stripe is asked anything."""
     async with keys.db.read() as session:
-        saved = await methods_repo.get(session, request.payment_method_id)
-        customer_id = await customers_repo.get_stripe_id(session, user.id)
+        saved, customer_id = await methods_repo.get_with_customer(
+            session, payment_method_id=request.payment_method_id, user_id=user.id
+        )
     if saved is not None and saved.user_id != user.id:
         raise PaymentMethodNotFound()
-    await limits.check(user_id=user.id, ip=client_ip)
-    if customer_id is None:
-        customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
-    card: Card | None
+    card: Card | None = None
     if saved is not None and saved.card_fingerprint:
         # Saved by this user, so theirs; its card is on file, kept current by the
         # payment_method.* webhooks. Only a method we do not know is looked up in Stripe.
         card = Card(
             saved.brand, saved.last4, saved.exp_month, saved.exp_year, saved.card_fingerprint
         )
+        # The card is known before Stripe is asked anything: all three limits in one look.
+        await limits.check(user_id=user.id, ip=client_ip, card=card.fingerprint)
     else:
+        await limits.check(user_id=user.id, ip=client_ip)
+    if customer_id is None:
+        customer_id = await methods.ensure_customer(db=keys.db, stripe=stripe, user=user)
+    if card is None:
         method = await methods.retrieve_owned(
             stripe=stripe, payment_method_id=request.payment_method_id, customer_id=customer_id
         )
         card = method.card
-    await limits.check(card=card.fingerprint if card else None)
+        await limits.check(card=card.fingerprint if card else None)
     now = utcnow()
     payment = Payment(
         id=new_id("pay"),
@@ -252,33 +257,55 @@ async def _charge(
         session = phase.session
         payment = await payments_repo.get(session, payment_id, for_update=True)
         assert payment is not None
-        if declined is not None:
-            # The failure recorded is the error answer's, the one the decline tells (item 4).
-            if declined.intent is not None:
-                await apply_intent(
-                    session, payment, declined.intent, actor=actor, failure=declined.error
+        # Locked, so its refunds and receipt stay as read (their writers lock it first) and
+        # this transaction writes neither: read once for the notification and the answer.
+        # The jobs the outcome enqueues (receipt, notification, intent close) go in one insert.
+        prefetched = await event_batch.prefetch_locked(session, payment)
+        with event_batch.held(session, prefetched):
+            async with enqueued_together(session):
+                outcome = await _apply_outcome(
+                    session,
+                    payment,
+                    actor=actor,
+                    intent=intent,
+                    declined=declined,
+                    rejected=rejected,
                 )
-            await mark_failed(session, payment, declined.error, actor=actor)
-        elif rejected is not None:
-            await mark_failed(session, payment, _rejection(rejected), actor=actor)
-        else:
-            assert intent is not None
-            await apply_intent(session, payment, intent, actor=actor)
-        if payment.status == "succeeded" and payment.save_payment_method:
-            await _remember_card(session, payment)
-        outcome: Outcome
-        if declined is not None:
-            outcome = _declined(declined.error, payment.id)
-        elif rejected is not None:
-            outcome = _rejected(rejected, payment.id)
-        else:
-            refunds = await payments_repo.refunds_of(session, [payment.id])
-            receipts = await payments_repo.receipts_of(session, [payment.id])
-            view = payment_view(
-                payment, refunds=refunds.get(payment.id, []), receipt=receipts.get(payment.id)
-            )
-            outcome = Charged(view)
         return Answer(await phase.finish(outcome), outcome)
+
+
+async def _apply_outcome(
+    session: AsyncSession,
+    payment: Payment,
+    *,
+    actor: audit.Actor,
+    intent: StripeIntent | None,
+    declined: CardDeclined | None,
+    rejected: StripeRejected | None,
+) -> Outcome:
+    """Stripe's answer applied to the locked payment, and what the caller is told of it."""
+    if declined is not None:
+        # The failure recorded is the error answer's, the one the decline tells (item 4).
+        if declined.intent is not None:
+            await apply_intent(
+                session, payment, declined.intent, actor=actor, failure=declined.error
+            )
+        await mark_failed(session, payment, declined.error, actor=actor)
+    elif rejected is not None:
+        await mark_failed(session, payment, _rejection(rejected), actor=actor)
+    else:
+        assert intent is not None
+        await apply_intent(session, payment, intent, actor=actor)
+    if payment.status == "succeeded" and payment.save_payment_method:
+        await _remember_card(session, payment)
+    if declined is not None:
+        return _declined(declined.error, payment.id)
+    if rejected is not None:
+        return _rejected(rejected, payment.id)
+    known = event_batch.notification_reads(session, payment.id)
+    assert known is not None, "read with the payment's lock"
+    refunds, receipt = known
+    return Charged(payment_view(payment, refunds=refunds, receipt=receipt))
 
 
 async def _answer_settled(*, keys: IdempotencyKeys, held: Held, payment_id: str) -> Answer:

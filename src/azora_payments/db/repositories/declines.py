@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from azora_payments.db.models import CardDecline
 from azora_payments.db.repositories.upsert import insert_ignore
@@ -23,21 +26,36 @@ async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> boo
     return await insert_ignore(session, CardDecline, values, conflict="source")
 
 
-async def nth_newest_since(
-    session: AsyncSession, *, by: str, value: str, since: datetime, n: int
-) -> datetime | None:
-    """When the `n`-th newest decline counted against `value` (a user, card or address) since
-    `since` happened; None when there are fewer than `n`. Reads at most `n` index entries."""
-    column = COLUMNS[by]
-    query = (
+@dataclass(frozen=True, slots=True)
+class Look:
+    """The `n`-th newest decline counted against `value` (by a user, card or address) since
+    `since`."""
+
+    by: str
+    value: str
+    since: datetime
+    n: int
+
+
+def _nth_newest(look: Look) -> ScalarSelect[datetime]:
+    # Reads at most `n` index entries.
+    return (
         select(CardDecline.at)
-        .where(column == value, CardDecline.at > since)
+        .where(COLUMNS[look.by] == look.value, CardDecline.at > look.since)
         .order_by(CardDecline.at.desc())
-        .offset(n - 1)
+        .offset(look.n - 1)
         .limit(1)
+        .scalar_subquery()
     )
-    at: datetime | None = await session.scalar(query)
-    return at
+
+
+async def nth_newest_of_each(session: AsyncSession, looks: Sequence[Look]) -> list[datetime | None]:
+    """When each look's decline happened (None when there are fewer than its `n`), in one
+    statement: one scalar subquery a look."""
+    if not looks:
+        return []
+    row = (await session.execute(select(*(_nth_newest(look) for look in looks)))).one()
+    return list(row)
 
 
 async def delete_older_than(session: AsyncSession, cutoff: datetime) -> int:

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from azora_payments.db.models import PaymentMethod
+from azora_payments.db.models import Customer, PaymentMethod
 from azora_payments.db.repositories.upsert import insert_ignore
 
 
 async def get(session: AsyncSession, payment_method_id: str) -> PaymentMethod | None:
     return await session.get(PaymentMethod, payment_method_id)
+
+
+async def get_with_customer(
+    session: AsyncSession, *, payment_method_id: str, user_id: str
+) -> tuple[PaymentMethod | None, str | None]:
+    """The saved method (whoever's it is) and the user's Stripe customer id, either None, in
+    one statement: the row of one outer-joined to the method, the customer as a subquery."""
+    customer = (
+        select(Customer.stripe_customer_id).where(Customer.user_id == user_id).scalar_subquery()
+    )
+    one = select(literal(1).label("one")).subquery()
+    query = (
+        select(PaymentMethod, customer)
+        .select_from(one)
+        .outerjoin(PaymentMethod, PaymentMethod.id == payment_method_id)
+    )
+    row = (await session.execute(query)).one()
+    return row[0], row[1]
 
 
 async def get_for_user(

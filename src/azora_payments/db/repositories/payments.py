@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from azora_payments.db.models import Payment, Receipt, Refund
@@ -113,6 +113,24 @@ async def receipts_of(session: AsyncSession, payment_ids: Sequence[str]) -> dict
         return {}
     query = select(Receipt).where(Receipt.payment_id.in_(payment_ids))
     return {r.payment_id: r for r in (await session.scalars(query)).all()}
+
+
+async def refunds_and_receipt_of(
+    session: AsyncSession, payment_id: str
+) -> tuple[list[Refund], Receipt | None]:
+    """One payment's refunds (as `refunds_of` orders them) and receipt, in one statement: a
+    row of one outer-joined to its receipt, then to its refunds."""
+    one_row = select(literal(1).label("one")).subquery()
+    query = (
+        select(Receipt, Refund)
+        .select_from(one_row)
+        .outerjoin(Receipt, Receipt.payment_id == payment_id)
+        .outerjoin(Refund, Refund.payment_id == payment_id)
+        .order_by(Refund.created_at, Refund.id)
+    )
+    rows = (await session.execute(query)).all()
+    refunds = [refund for _, refund in rows if refund is not None]
+    return refunds, rows[0][0]
 
 
 async def stale_unsettled(
