@@ -1,10 +1,11 @@
 """Receipt figures: PDFs rendered per second per core (CPU time of one thread, so one core),
 for a Latin receipt, the sample "Café crème — ₹ test 東京" (a CJK slice and the Latin faces),
 varied CJK descriptions, and every script at once; then the time from a payment's success to
-its receipt e-mail arriving at an SMTP server (median, p99), through a real worker process on
-PostgreSQL with the receipts stored in a folder. Prints figures; asserts nothing.
+its receipt e-mail arriving at an SMTP server (median, p99) and the worker's CPU per receipt at
+several rates, through a real worker process on PostgreSQL with the receipts stored in a
+folder. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/receipts_bench.py [--renders 60] [--payments 100] [--rate 5]
+    .venv/bin/python bench/receipts_bench.py [--renders 60] [--payments 100] [--rates 5,20,50]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from azora_payments.pdf import render_receipt
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from machine import ADMIN_URL, admin, free_port, header  # noqa: E402
+from machine import ADMIN_URL, admin, cpu_seconds, free_port, header, loadavg  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.receipts.sample import SAMPLE  # noqa: E402
@@ -116,7 +117,9 @@ async def seed(db: Database, payment_id: str) -> None:
         await receipts.enqueue_issue(session, payment)
 
 
-async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
+async def e_mail_latency(url: str, *, payments: int, per_second: float) -> float | None:
+    """The e-mail wait at `per_second` payments a second; returns the worker's CPU ms per
+    receipt (rendered, stored, e-mailed), or None when no e-mail arrived."""
     arrivals = Arrivals()
     port = free_port()
     controller = Controller(arrivals, hostname="127.0.0.1", port=port)
@@ -133,6 +136,8 @@ async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
             "LOG_LEVEL": "INFO",
         }
         worker = start_worker(env, Path(tmp) / "worker.log", args=["--concurrency", "4"])
+        cpu_before = cpu_seconds(worker.pid)
+        cpu = 0.0
         try:
             committed: dict[str, float] = {}
             for _ in range(payments):
@@ -143,6 +148,7 @@ async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
             deadline = time.monotonic() + 120
             while len(arrivals.at) < payments and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+            cpu = cpu_seconds(worker.pid) - cpu_before
         finally:
             worker.stop()
             controller.stop()
@@ -154,20 +160,24 @@ async def e_mail_latency(url: str, *, payments: int, per_second: float) -> None:
     )
     if not waits:
         print("  no e-mail arrived")
-        return
+        return None
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    per_receipt = cpu / len(waits) * 1000
     print(
         f"  {len(waits)}/{payments} arrived; median {statistics.median(waits):.0f} ms, "
-        f"p99 {p99:.0f} ms, max {waits[-1]:.0f} ms"
+        f"p99 {p99:.0f} ms, max {waits[-1]:.0f} ms; worker CPU {per_receipt:.1f} ms per "
+        f"receipt; load average {loadavg()}"
     )
+    return per_receipt
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--renders", type=int, default=60)
     parser.add_argument("--payments", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=5.0)
+    parser.add_argument("--rates", default="5,20,50", help="payments per second, one measure each")
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
     await asyncio.to_thread(header, "receipts")
     await asyncio.to_thread(renders, args.renders)
     name = f"azora_receipts_bench_{uuid.uuid4().hex[:8]}"
@@ -175,7 +185,16 @@ async def main() -> None:
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
         await asyncio.to_thread(upgrade, url)
-        await e_mail_latency(url, payments=args.payments, per_second=args.rate)
+        costs = [
+            (rate, await e_mail_latency(url, payments=args.payments, per_second=rate))
+            for rate in rates
+        ]
+        first = costs[0][1]
+        print("# worker CPU ms per receipt by rate (flat is the goal), and against the first rate")
+        for rate, cost in costs:
+            ratio = f"{cost / first:.2f}" if cost is not None and first else "-"
+            shown = f"{cost:.1f}" if cost is not None else "-"
+            print(f"  {rate:>6g}/s  {shown:>7} ms  x{ratio}")
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

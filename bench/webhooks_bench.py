@@ -1,9 +1,10 @@
-"""Webhook ingest throughput: two `azora-payments serve` processes on a fresh PostgreSQL database,
-32 concurrent connections posting signed events with distinct ids; prints verified events/s and
-latency beside the same servers' bare-endpoint ceiling (GET /healthz) measured the same way in
-the same run. Reports, never asserts.
+"""Webhook ingest throughput: one, then two `azora-payments serve` processes (each count on a
+fresh PostgreSQL database), 32 concurrent connections posting signed events with distinct ids;
+prints verified events/s and latency beside the same servers' bare-endpoint ceiling (GET
+/healthz) measured the same way in the same run, then the cost per event by server count.
+Reports, never asserts.
 
-    .venv/bin/python bench/webhooks_bench.py [--seconds 10] [--connections 32] [--servers 2]
+    .venv/bin/python bench/webhooks_bench.py [--seconds 10] [--connections 32] [--servers 1,2]
 
 The load comes from `wrk` (Debian/Ubuntu: `apt-get install wrk`; macOS: `brew install wrk`), one
 single-threaded instance per server, so that the sender costs little beside the servers: a
@@ -277,17 +278,62 @@ def count_recorded(url: str) -> tuple[int, int]:
     return asyncio.run(count())
 
 
+def measure_size(
+    count: int, connections: int, seconds: int, workdir: Path, profile: Path | None
+) -> tuple[Measure, Measure, int]:
+    """`count` servers on a fresh database: the ceiling, then the ingest, and the events
+    recorded (printed as it goes)."""
+    script = workdir / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    with database() as url:
+        with servers(url, count) as running:
+            per_server = EVENTS_PER_SECOND * seconds
+            warm = [workdir / f"warm{n}.tsv" for n in range(count)]
+            files = [workdir / f"events{n}.tsv" for n in range(count)]
+            # Warm the servers' pools and code paths first (these events are counted apart).
+            for n, path in enumerate(warm):
+                write_events(path, 2_000, first=(n + 1) * 10_000_000)
+            wrk(url, running, script, connections, 2, None)
+            warmed = wrk(url, running, script, connections, 2, warm)
+            ceiling = wrk(url, running, script, connections, seconds, None)
+            for n, path in enumerate(files):
+                write_events(path, per_server, first=n * per_server)
+            load_before = os.getloadavg()
+            ingest = wrk(url, running, script, connections, seconds, files, profile)
+        recorded, jobs = count_recorded(url)
+    print(
+        f"\nservers: {count}, connections: {connections} "
+        f"(wrk, one thread per server), {seconds} s per measure, "
+        f"nproc {os.cpu_count()}, load average before the ingest measure "
+        + " ".join(f"{x:.2f}" for x in load_before)
+        + ", after "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    report("GET /healthz (ceiling):", "req/s", ceiling)
+    report("POST webhook (verified):", "ev/s", ingest)
+    sent = warmed.requests + ingest.requests
+    print(
+        f"recorded events: {recorded}, their apply jobs: {jobs}, 200s answered: "
+        f"{sent - warmed.non_2xx - ingest.non_2xx} (warm-up included; wrk does not count the "
+        "answers still in flight when it stops)"
+        + (f"; WARNING: the events ran out {ingest.wrapped} time(s)" if ingest.wrapped else "")
+    )
+    return ceiling, ingest, recorded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each measure")
     parser.add_argument("--connections", type=int, default=32, help="concurrent senders")
-    parser.add_argument("--servers", type=int, default=2, help="server processes")
+    parser.add_argument(
+        "--servers", default="1,2", help="server processes: one measure per count (1,2)"
+    )
     parser.add_argument(
         "--py-spy",
         type=Path,
         default=None,
         metavar="FILE",
-        help="profile the first server during the ingest measure (py-spy raw stacks to FILE)",
+        help="profile the first server during the last ingest measure (py-spy raw stacks)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -297,47 +343,38 @@ def main() -> None:
         )
     if not 1 <= args.seconds <= 120:
         parser.error("--seconds: 1 to 120 (signatures are good for 300 s)")
-    workdir = Path(tempfile.mkdtemp(prefix="azora-wh-bench-"))
-    script = workdir / "bench.lua"
-    script.write_text(WRK_SCRIPT)
     try:
-        with database() as url:
-            with servers(url, args.servers) as running:
-                per_server = EVENTS_PER_SECOND * args.seconds
-                warm = [workdir / f"warm{n}.tsv" for n in range(args.servers)]
-                files = [workdir / f"events{n}.tsv" for n in range(args.servers)]
-                # Warm both servers' pools and code paths first (these events are counted apart).
-                for n, path in enumerate(warm):
-                    write_events(path, 2_000, first=(n + 1) * 10_000_000)
-                wrk(url, running, script, args.connections, 2, None)
-                warmed = wrk(url, running, script, args.connections, 2, warm)
-                ceiling = wrk(url, running, script, args.connections, args.seconds, None)
-                for n, path in enumerate(files):
-                    write_events(path, per_server, first=n * per_server)
-                load_before = os.getloadavg()
-                ingest = wrk(
-                    url, running, script, args.connections, args.seconds, files, args.py_spy
-                )
-            recorded, jobs = count_recorded(url)
-        print(
-            f"servers: {args.servers}, connections: {args.connections} "
-            f"(wrk, one thread per server), {args.seconds} s per measure, "
-            f"nproc {os.cpu_count()}, load average before the ingest measure "
-            + " ".join(f"{x:.2f}" for x in load_before)
-            + ", after "
-            + " ".join(f"{x:.2f}" for x in os.getloadavg())
-        )
-        report("GET /healthz (ceiling):", "req/s", ceiling)
-        report("POST webhook (verified):", "ev/s", ingest)
-        sent = warmed.requests + ingest.requests
-        print(
-            f"recorded events: {recorded}, their apply jobs: {jobs}, 200s answered: "
-            f"{sent - warmed.non_2xx - ingest.non_2xx} (warm-up included; wrk does not count the "
-            "answers still in flight when it stops)"
-            + (f"; WARNING: the events ran out {ingest.wrapped} time(s)" if ingest.wrapped else "")
-        )
+        counts = [int(n) for n in args.servers.split(",")]
+    except ValueError:
+        parser.error("--servers: comma-separated counts, e.g. 1,2")
+    if not all(1 <= n <= 8 for n in counts):
+        parser.error("--servers: 1 to 8 each")
+    workdir = Path(tempfile.mkdtemp(prefix="azora-wh-bench-"))
+    rows: list[tuple[int, Measure, Measure]] = []
+    try:
+        for i, count in enumerate(counts):
+            profile = args.py_spy if i == len(counts) - 1 else None
+            ceiling, ingest, _ = measure_size(
+                count, args.connections, args.seconds, workdir, profile
+            )
+            rows.append((count, ceiling, ingest))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print("\n## cost per event by servers (flat CPU per event is the goal)")
+    print(
+        f"{'servers':>7} {'ev/s':>8} {'% of ceil':>10} {'srv CPU':>8} {'pg CPU':>7} "
+        f"{'CPU vs first':>13}"
+    )
+    first = rows[0][2].cpu_seconds / max(rows[0][2].requests, 1)
+    for count, ceiling, ingest in rows:
+        per_event = ingest.cpu_seconds / max(ingest.requests, 1)
+        pg_per_event = ingest.pg_cpu_seconds / max(ingest.requests, 1)
+        print(
+            f"{count:>7} {ingest.rate:>8.0f} {ingest.rate / ceiling.rate * 100:>9.1f}% "
+            f"{per_event * 1000:>8.2f} {pg_per_event * 1000:>7.2f} "
+            f"{per_event / first if first else 0:>13.2f}"
+        )
+    print("# CPU columns: ms per verified event (servers, PostgreSQL); aim: >= 3,000 ev/s")
 
 
 if __name__ == "__main__":
