@@ -200,6 +200,15 @@ class Mailer:
     def __init__(self, *, smtp_url: str | None, outbox_dir: str | None) -> None:
         self.smtp = parse_smtp_url(smtp_url) if smtp_url else None
         self.outbox = Path(outbox_dir) if outbox_dir else None
+        self._tls: ssl.SSLContext | None = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # Built once: building reads the whole CA store, a fifth of a receipt's CPU when done
+        # per message. A changed CA store is read at the next start, as by any long-running
+        # process. Two first sends at once may both build one; either serves.
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     @property
     def delivery(self) -> Delivery:
@@ -219,7 +228,7 @@ class Mailer:
         target = self.smtp
         assert target is not None
         recipient = envelope_recipient(message)
-        context = ssl.create_default_context()
+        context = self._tls_context()
         client: smtplib.SMTP
         if target.implicit_tls:
             client = smtplib.SMTP_SSL(

@@ -14,6 +14,7 @@ from azora_payments.db.session import Database
 from azora_payments.domain.declines import DeclineLimits
 from azora_payments.domain.idempotency import IdempotencyKeys
 from azora_payments.gateway_protocol import StripeGateway
+from azora_payments.mail import Mailer
 from azora_payments.ratelimit import RateLimiter
 from azora_payments.redis_guard import Breaker, guarded_client
 from azora_payments.storage import storage_for
@@ -43,6 +44,8 @@ class Services:
         self.declines = DeclineLimits(db=self.db, settings=settings)
         # One client for the process: obstore's S3 client keeps its connections.
         self.storage = storage_for(settings.receipt_storage)
+        # One for the process too: it builds its TLS context (the CA store read) once.
+        self.mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
         # The keys store what api/ renders (api/answers.py), whoever finishes a flow.
         answers.install()
         self.idempotency = IdempotencyKeys(

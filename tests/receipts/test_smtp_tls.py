@@ -228,6 +228,30 @@ async def test_without_credentials_starttls_is_used_when_offered(
     assert len(server.inbox.messages) == 1
 
 
+async def test_the_tls_context_is_built_once_per_mailer(
+    server: AuthServer,
+    certificates: Certificates,
+    trust_ca: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Building it reads the whole CA store: once per message was a fifth of a receipt
+    worker's CPU (py-spy, bench/receipts_bench.py)."""
+    built: list[ssl.SSLContext] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    server.start(starttls=certificates.server_context())
+    mailer = Mailer(smtp_url=f"smtp://127.0.0.1:{server.port}", outbox_dir=None)
+    for _ in range(3):
+        assert await mailer.send(message()) is Delivery.SMTP
+    assert len(server.inbox.messages) == 3
+    assert len(built) == 1
+
+
 # ---------------------------------------------------------------- recipients
 
 

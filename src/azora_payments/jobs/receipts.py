@@ -16,7 +16,7 @@ from azora_payments.domain.receipt_content import content_of
 from azora_payments.jobs.facts import record_emailed
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
-from azora_payments.mail import Delivery, Mailer, receipt_message
+from azora_payments.mail import Delivery, receipt_message
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def email_receipt(ctx: JobContext, payload: dict[str, Any]) -> None:
         payment = await payments_repo.get(session, receipt.payment_id)
         assert payment is not None
     fields = log_fields(receipt_id=receipt_id, payment_id=payment.id)
-    mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
+    mailer = services.mailer
     # An operator's choice for this re-send, else the payment's (rows from before addresses were
     # checked may hold a list: those are not sent at all).
     recipient = plain_address_or_none(payload.get("email") or payment.receipt_email)

@@ -18,7 +18,7 @@ from azora_payments.domain.statuses import RefundStatus
 from azora_payments.jobs.facts import record_emailed
 from azora_payments.jobs.registry import JobContext, job_kind
 from azora_payments.logs import log_fields
-from azora_payments.mail import Delivery, Mailer, refund_message
+from azora_payments.mail import Delivery, refund_message
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ async def email_refund(ctx: JobContext, payload: dict[str, Any]) -> None:
         assert payment is not None
         receipt = await receipts_repo.of_payment(session, payment.id)
     fields = log_fields(refund_id=refund_id, payment_id=payment.id)
-    mailer = Mailer(smtp_url=settings.smtp_url, outbox_dir=settings.mail_outbox_dir)
+    mailer = services.mailer
     recipient = plain_address_or_none(payment.receipt_email)
     if not recipient or mailer.delivery is Delivery.NOWHERE:
         logger.warning("refund e-mail not sent: no address or nowhere to send", extra=fields)
