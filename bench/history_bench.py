@@ -430,12 +430,6 @@ def token(sub: str, roles: list[str] | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, 'HS256')}"}
 
 
-def start_server(url: str, workdir: Path) -> ServiceProcess:
-    # Each answer says its time in SQL: the rest of the server's total is our own Python.
-    env = service_env(url, workdir, JWT_SECRET=JWT_SECRET, SERVER_TIMING="all")
-    return start_bench_server(env, workdir)
-
-
 @dataclass(frozen=True)
 class Row:
     size: int
@@ -458,7 +452,9 @@ def run_size(total: int, requests: int, plans: bool) -> list[Row]:
         print(f"## {total:,} payments (load average {loadavg()})")
         upgrade(url)
         asyncio.run(load(url, total))
-        server = start_server(url, workdir)
+        # Each answer says its time in SQL: the rest of the server's total is our own Python.
+        env = service_env(url, workdir, JWT_SECRET=JWT_SECRET, SERVER_TIMING="all")
+        server = start_bench_server(env, workdir)
         base = server.url
         heavy, operator = token(HEAVY_USER), token("ops_1", roles=["admin"])
         floor = asyncio.run(healthz(base, requests))

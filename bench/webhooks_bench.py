@@ -281,9 +281,8 @@ def count_recorded(url: str) -> tuple[int, int]:
 
 def measure_size(
     count: int, connections: int, seconds: int, workdir: Path, profile: Path | None
-) -> tuple[Measure, Measure, int]:
-    """`count` servers on a fresh database: the ceiling, then the ingest, and the events
-    recorded (printed as it goes)."""
+) -> tuple[Measure, Measure]:
+    """`count` servers on a fresh database: the ceiling, then the ingest (printed as it goes)."""
     script = workdir / "bench.lua"
     script.write_text(WRK_SCRIPT)
     with database() as url:
@@ -319,7 +318,7 @@ def measure_size(
         "answers still in flight when it stops)"
         + (f"; WARNING: the events ran out {ingest.wrapped} time(s)" if ingest.wrapped else "")
     )
-    return ceiling, ingest, recorded
+    return ceiling, ingest
 
 
 def main() -> None:
@@ -355,9 +354,7 @@ def main() -> None:
     try:
         for i, count in enumerate(counts):
             profile = args.py_spy if i == len(counts) - 1 else None
-            ceiling, ingest, _ = measure_size(
-                count, args.connections, args.seconds, workdir, profile
-            )
+            ceiling, ingest = measure_size(count, args.connections, args.seconds, workdir, profile)
             rows.append((count, ceiling, ingest))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -46,7 +46,7 @@ async def run_scenario(
     # Judge this scenario's e-mails against what was sent once the earlier ones settled, so
     # an earlier failure (whose e-mails were never counted) cannot fail this one too.
     await settle(stack.database_url, timeout=240.0)
-    before = Snapshot(copies=message_counts(stack.smtp.inbox.messages))
+    before = Snapshot(copies=message_counts(stack.smtp.messages))
     tally = Tally(name, drops_allowed=drops, webhook_500_allowed=database_down)
     load = Load([server.url for server in stack.servers], stack.stripe_url, tally)
     running = asyncio.create_task(load.run())
@@ -64,7 +64,7 @@ async def run_scenario(
         tally=tally,
         database_url=stack.database_url,
         stripe_url=stack.stripe_url,
-        inbox=lambda: stack.smtp.inbox.messages,
+        inbox=lambda: stack.smtp.messages,
         before=before,
         kills=kills,
     )

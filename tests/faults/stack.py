@@ -94,10 +94,6 @@ class SmtpProcess:
         return f"smtp://127.0.0.1:{self.port}"
 
     @property
-    def inbox(self) -> SmtpProcess:
-        return self  # `stack.smtp.inbox.messages`, as with the tests' in-process server
-
-    @property
     def messages(self) -> list[EmailMessage]:
         if not self.maildir.exists():
             return []
